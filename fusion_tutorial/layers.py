@@ -25,10 +25,13 @@ def conv_block(in_channels: int, out_channels: int,
 
 def up_block(in_channels: int, out_channels: int,
              activation: type[nn.Module] = nn.SiLU,
+             output_padding: int = 1,  # 1 doubles the height and width, 0 gives 2H - 1
             ) -> nn.Sequential:
-    "Build a transposed convolution that doubles height and width, with batch normalisation and activation."
+    "Build a stride-2 transposed convolution with batch normalisation and activation."
+    if output_padding not in (0, 1):
+        raise ValueError(f"output_padding must be 0 or 1 for a stride-2 transposed convolution, got {output_padding!r}")
     return nn.Sequential(
-        nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False),
+        nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=output_padding, bias=False),
         nn.BatchNorm2d(out_channels),
         activation())
 
@@ -47,5 +50,5 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.activation = activation()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.skip(x) + self.branch(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_channels, H, W)
+        return self.activation(self.skip(x) + self.branch(x))  # (B, out_channels, H, W)

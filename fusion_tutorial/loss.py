@@ -5,18 +5,29 @@
 # %% ../nbs/04_loss.ipynb #04e064ee
 from __future__ import annotations
 
+import math
+import time
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .core import Precision, autocast, get_device, get_precision, set_seed
+from .data import ImageDataset, iterate_batches
+from .model import FusionAutoencoder
 
 # %% auto #0
-__all__ = ['log_combined_loss', 'weighted_sum_loss']
+__all__ = ['ABLATION_LOSSES', 'log_combined_loss', 'weighted_sum_loss', 'mse_only_loss', 'backward_by_term', 'train_with_loss',
+           'loss_ablation', 'ablation_markdown']
 
 # %% ../nbs/04_loss.ipynb #6b13c274
 def log_combined_loss(reconstruction: torch.Tensor,  # (B, 3, H, W) in [0, 1]
                       images: torch.Tensor,  # (B, 3, H, W) targets in [0, 1]
                       logits: torch.Tensor,  # (B, n_classes)
                       labels: torch.Tensor,  # (B,) class indices
-                      eps: float = 1e-6,  # floor that keeps the logarithms finite
+                      eps: float = 1e-6,  # floor inside both logarithms: caps each term's gradient factor at 1/eps
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     "Return log(MSE + eps) + log(CE + eps) and the two terms' values."
     mse = F.mse_loss(reconstruction.float(), images.float())
@@ -31,3 +42,151 @@ def weighted_sum_loss(reconstruction: torch.Tensor, images: torch.Tensor, logits
     mse = F.mse_loss(reconstruction.float(), images.float())
     ce = F.cross_entropy(logits.float(), labels)
     return mse + weight * ce, {"mse": mse.item(), "ce": ce.item()}
+
+def mse_only_loss(reconstruction: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    "Return the plain MSE as the loss, so the head gets no gradient, and both terms' values for monitoring."
+    mse = F.mse_loss(reconstruction.float(), images.float())
+    with torch.no_grad(): ce = F.cross_entropy(logits.float(), labels)
+    return mse, {"mse": mse.item(), "ce": ce.item()}
+
+# %% ../nbs/04_loss.ipynb #4d2f5bb1
+def _norm(tensors) -> float:
+    return math.sqrt(sum(t.float().pow(2).sum().item() for t in tensors))
+
+def backward_by_term(model: FusionAutoencoder,
+                     x: torch.Tensor,  # (B, 3, H, W) float images in [0, 1]
+                     y: torch.Tensor,  # (B,) labels
+                     loss_fn: Callable = log_combined_loss,  # (reconstruction, images, logits, labels) -> (loss, parts)
+                     precision: Precision | None = None,  # autocast policy; default: the device's
+                     scaler: torch.amp.GradScaler | None = None,  # loss scaler for fp16; norms are reported unscaled
+                    ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+    "Backpropagate `loss_fn` and return the loss, its parts, and the encoder gradient norm from each term."
+    precision = precision or get_precision(x.device)
+    with autocast(precision):
+        z = model.encode(x)  # (B, 128, 8, 8)
+        z_decoder = z.detach().requires_grad_()
+        z_head = z.detach().requires_grad_()
+        reconstruction, logits = model.decoder(z_decoder), model.head(z_head)
+    loss, parts = loss_fn(reconstruction, x, logits, y)
+    (scaler.scale(loss) if scaler is not None else loss).backward()  # decoder and head gradients, and dLoss/dz per path
+    scale = scaler.get_scale() if scaler is not None else 1.0
+
+    parameters = [p for p in model.encoder.parameters() if p.requires_grad]
+    by_term = {}
+    for term, z_copy in (("reconstruction", z_decoder), ("classification", z_head)):
+        if z_copy.grad is None: by_term[term] = [torch.zeros_like(p) for p in parameters]  # the loss ignores this path
+        else: by_term[term] = torch.autograd.grad(z, parameters, z_copy.grad, retain_graph=True)
+    for parameter, from_decoder, from_head in zip(parameters, by_term["reconstruction"], by_term["classification"]):
+        total = from_decoder + from_head
+        parameter.grad = total if parameter.grad is None else parameter.grad + total
+    return loss, parts, {term: _norm(grads) / scale for term, grads in by_term.items()}
+
+# %% ../nbs/04_loss.ipynb #2d14d503
+def train_with_loss(model: FusionAutoencoder, train_data: ImageDataset,
+                    loss_fn: Callable = log_combined_loss,  # (reconstruction, images, logits, labels) -> (loss, parts)
+                    epochs: int = 1,
+                    batch_size: int = 64,
+                    lr: float = 2e-3,  # peak learning rate of AdamW, as in TrainConfig
+                    weight_decay: float = 1e-4,
+                    warmup_fraction: float = 0.05,
+                    seed: int = 0,  # seed for the batch order
+                    device: torch.device | str = "auto",
+                    force_fp32: bool = False,  # disable mixed precision
+                    record_gradients: bool = False,  # record each term's encoder gradient norm (one extra encoder backward pass)
+                    progress: bool = False,  # show a tqdm progress bar over steps
+                   ) -> list[dict]:
+    "Train `model` in place under `loss_fn` with AdamW and a warmup-cosine schedule; return one record per step."
+    from fusion_tutorial.training import make_scheduler  # the training module imports this one, so import it at call time
+
+    if len(train_data) < batch_size:
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(train_data)} training images: "
+                         "lower batch_size or use more images")
+    device = get_device(device)
+    precision = get_precision(device, force_fp32)
+    model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = len(train_data) // batch_size
+    scheduler = make_scheduler(optimizer, steps_per_epoch * epochs, warmup_fraction)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+    generator = torch.Generator().manual_seed(seed)
+
+    records = []
+    bar = tqdm(total=steps_per_epoch * epochs, desc=getattr(loss_fn, "__name__", "training"), disable=not progress)
+    for epoch in range(epochs):
+        for x, y in iterate_batches(train_data, batch_size, shuffle=True, generator=generator, device=device, drop_last=True):
+            optimizer.zero_grad(set_to_none=True)
+            if record_gradients:
+                loss, parts, norms = backward_by_term(model, x, y, loss_fn, precision, scaler)
+            else:
+                with autocast(precision):
+                    reconstruction, logits, _ = model(x)
+                loss, parts = loss_fn(reconstruction, x, logits, y)
+                scaler.scale(loss).backward()
+                norms = {}
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {loss.item()} at step {len(records) + 1} (MSE {parts['mse']:.3g}, "
+                                         f"CE {parts['ce']:.3g}): lower lr or use force_fp32=True")
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            records.append({"step": len(records) + 1, "epoch": epoch + 1, "loss": loss.item(), **parts,
+                            **{f"grad_{term}": value for term, value in norms.items()}})
+            bar.update()
+    bar.close()
+    return records
+
+# %% ../nbs/04_loss.ipynb #5c3dd5f8
+ABLATION_LOSSES = {
+    "log": log_combined_loss,
+    "weighted 0.01": partial(weighted_sum_loss, weight=0.01),
+    "weighted 0.1": partial(weighted_sum_loss, weight=0.1),
+    "mse only": mse_only_loss,
+}
+
+def loss_ablation(train_data: ImageDataset, valid_data: ImageDataset,
+                  losses: dict[str, Callable] | None = None,  # name -> loss function; default `ABLATION_LOSSES`
+                  include_untrained: bool = True,  # add a first row for the model before any training
+                  epochs: int = 6,
+                  batch_size: int = 64,
+                  seed: int = 0,  # seed for the initialisation and the batch order, the same for every loss
+                  device: torch.device | str = "auto",
+                  progress: bool = True,  # show a progress bar per loss
+                  **model_settings,  # passed to `FusionAutoencoder`, such as widths or n_residual
+                 ) -> list[dict]:
+    "Train one model per loss with the same budget; return held-out per-pixel MSE, probe accuracy and score for each."
+    from fusion_tutorial.evaluation import competition_score  # later chapters import this module, so import them at call time
+    from fusion_tutorial.probing import extract_latents, linear_probe_accuracy
+    from fusion_tutorial.training import evaluate
+
+    losses = ABLATION_LOSSES if losses is None else losses
+    entries = ([("untrained", None)] if include_untrained else []) + list(losses.items())
+    device = get_device(device)
+    rows = []
+    for name, loss_fn in entries:
+        set_seed(seed)
+        model = FusionAutoencoder(n_classes=train_data.n_classes, **model_settings).to(device, memory_format=torch.channels_last)
+        started = time.perf_counter()
+        steps = [] if loss_fn is None else train_with_loss(model, train_data, loss_fn, epochs=epochs, batch_size=batch_size,
+                                                           seed=seed, device=device, progress=progress)
+        train_seconds = time.perf_counter() - started
+        train_mse_by_epoch = [sum(r["mse"] for r in steps if r["epoch"] == epoch) / sum(r["epoch"] == epoch for r in steps)
+                              for epoch in range(1, epochs + 1)] if steps else []
+
+        held_out = evaluate(model, valid_data, device=device)
+        probe = linear_probe_accuracy(extract_latents(model, train_data, device=device), train_data.labels,
+                                      extract_latents(model, valid_data, device=device), valid_data.labels)
+        score = competition_score(held_out["mse"], probe)["score_per_pixel"] if probe > 0 else math.inf
+        rows.append({"loss": name, "mse_per_pixel": held_out["mse"], "probe_accuracy": probe, "score_per_pixel": score,
+                     "head_accuracy": held_out["accuracy"], "train_mse_by_epoch": train_mse_by_epoch,
+                     "steps": len(steps), "train_seconds": train_seconds})
+    return rows
+
+def ablation_markdown(rows: list[dict]) -> str:
+    "Format `loss_ablation` rows as a Markdown table."
+    lines = ["| loss | held-out MSE per pixel | probe accuracy | score (MSE per pixel / accuracy) | head accuracy | train s |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['loss']} | {row['mse_per_pixel']:.5f} | {row['probe_accuracy']:.3f} | "
+                     f"{row['score_per_pixel']:.5f} | {row['head_accuracy']:.3f} | {row['train_seconds']:.0f} |")
+    return "\n".join(lines)

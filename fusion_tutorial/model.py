@@ -11,21 +11,76 @@ from torch import nn
 from .layers import ResidualBlock, conv_block, up_block
 
 # %% auto #0
-__all__ = ['MAX_LATENT', 'Encoder', 'Decoder', 'ClassifierHead', 'FusionAutoencoder', 'model_size', 'Model']
+__all__ = ['MAX_LATENT', 'conv_output_size', 'conv_transpose_output_size', 'feature_sizes', 'decoder_output_paddings',
+           'resolve_activation', 'Encoder', 'Decoder', 'ClassifierHead', 'FusionAutoencoder', 'model_size',
+           'layer_table', 'Model']
 
 # %% ../nbs/03_autoencoder.ipynb #f2046811
+def conv_output_size(size: int,  # input height (or width)
+                     kernel_size: int,
+                     stride: int = 1,
+                     padding: int = 0,
+                     dilation: int = 1,
+                    ) -> int:
+    "Return the height (or width) that `nn.Conv2d` produces from an input of side `size`."
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+def conv_transpose_output_size(size: int,  # input height (or width)
+                               kernel_size: int,
+                               stride: int = 1,
+                               padding: int = 0,
+                               output_padding: int = 0,  # extra rows and columns on one side, in [0, max(stride, dilation))
+                               dilation: int = 1,
+                              ) -> int:
+    "Return the height (or width) that `nn.ConvTranspose2d` produces from an input of side `size`."
+    if not 0 <= output_padding < max(stride, dilation):
+        raise ValueError(f"output_padding must be in [0, max(stride, dilation)) = [0, {max(stride, dilation)}), "
+                         f"got {output_padding}: lower it or raise the stride")
+    return (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+
+# %% ../nbs/03_autoencoder.ipynb #a56daf71
+def feature_sizes(image_size: int,  # side of the square input image
+                  n_down: int,  # number of stride-2, 3×3 convolutions
+                 ) -> list[int]:
+    "Return the side of the feature maps from the input down through `n_down` stride-2 encoder blocks."
+    sizes = [image_size]
+    for _ in range(n_down): sizes.append(conv_output_size(sizes[-1], 3, stride=2, padding=1))
+    return sizes
+
+def decoder_output_paddings(image_size: int, n_up: int) -> list[int]:
+    "Return each stride-2 transposed convolution's `output_padding`, deepest first, so that the decoder restores `image_size`."
+    sizes = feature_sizes(image_size, n_up)
+    return [sizes[level] - conv_transpose_output_size(sizes[level + 1], 3, stride=2, padding=1)
+            for level in reversed(range(n_up))]
+
+# %% ../nbs/03_autoencoder.ipynb #bdf5b2f6
 MAX_LATENT = 8192
 
+def resolve_activation(activation: str | type[nn.Module],  # a module class such as nn.SiLU, or its name in torch.nn
+                      ) -> type[nn.Module]:
+    "Return the activation class for a `torch.nn` class or its name."
+    if isinstance(activation, str):
+        found = getattr(nn, activation, None)
+        if not (isinstance(found, type) and issubclass(found, nn.Module)):
+            raise ValueError(f"unknown activation {activation!r}: use the name of a torch.nn module class "
+                             "such as 'SiLU', 'ReLU' or 'GELU', or pass the class itself")
+        return found
+    if isinstance(activation, type) and issubclass(activation, nn.Module): return activation
+    hint = f": pass the class nn.{type(activation).__name__}, not an instance" if isinstance(activation, nn.Module) else ""
+    raise TypeError(f"activation must be an nn.Module class or its name, got {activation!r}{hint}")
+
 class Encoder(nn.Module):
-    "Strided convolution blocks from 128×128 down to 8×8, a residual block, and a 1×1 convolution to the bottleneck."
+    "Strided convolution blocks from 128×128 down to 8×8, residual blocks, and a 1×1 convolution to the bottleneck."
     def __init__(self, widths=(32, 64, 128, 256),  # channels after each stride-2 block
                  latent_channels: int = 128,  # bottleneck channels (at 8×8 spatial positions)
                  n_residual: int = 1,  # residual blocks at the deepest level
-                 activation: type[nn.Module] = nn.SiLU):
+                 activation: str | type[nn.Module] = nn.SiLU):
         super().__init__()
+        activation = resolve_activation(activation)
         layers, channels = [], 3
         for width in widths:
-            layers.append(conv_block(channels, width, stride=2, activation=activation)); channels = width
+            layers.append(conv_block(channels, width, stride=2, activation=activation))  # side halves (rounded up)
+            channels = width
         layers += [ResidualBlock(channels, activation=activation) for _ in range(n_residual)]
         layers.append(nn.Conv2d(channels, latent_channels, 1))
         self.layers = nn.Sequential(*layers)
@@ -33,21 +88,24 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 128, 128)
         return self.layers(x)  # (B, latent_channels, 8, 8)
 
-# %% ../nbs/03_autoencoder.ipynb #584b2a2f
+# %% ../nbs/03_autoencoder.ipynb #2882c5ab
 class Decoder(nn.Module):
-    "A 1×1 convolution and residual block at 8×8, then transposed convolutions up to 128×128 with a sigmoid."
+    "A 1×1 convolution and residual blocks at 8×8, then transposed convolutions up to 128×128 with a sigmoid."
     def __init__(self, widths=(32, 64, 128, 256),  # the encoder's widths; used in reverse
                  latent_channels: int = 128,
                  n_residual: int = 1,
-                 activation: type[nn.Module] = nn.SiLU,
-                 output_bias: float = -2.0):  # initial pre-sigmoid bias: sigmoid(-2) = 0.12, near the mostly black images
+                 activation: str | type[nn.Module] = nn.SiLU,
+                 output_bias: float = -2.0,  # initial pre-sigmoid bias: sigmoid(-2) = 0.12, near the mostly black images
+                 image_size: int = 128):  # side of the images to rebuild; sets each step's output_padding
         super().__init__()
+        activation = resolve_activation(activation)
         widths = list(widths)[::-1]
+        output_paddings = decoder_output_paddings(image_size, len(widths))
         layers = [conv_block(latent_channels, widths[0], kernel_size=1, activation=activation)]
         layers += [ResidualBlock(widths[0], activation=activation) for _ in range(n_residual)]
-        for width_in, width_out in zip(widths, widths[1:]):
-            layers.append(up_block(width_in, width_out, activation=activation))
-        output = nn.ConvTranspose2d(widths[-1], 3, 3, stride=2, padding=1, output_padding=1)
+        for width_in, width_out, output_padding in zip(widths, widths[1:], output_paddings):
+            layers.append(up_block(width_in, width_out, activation=activation, output_padding=output_padding))  # side doubles
+        output = nn.ConvTranspose2d(widths[-1], 3, 3, stride=2, padding=1, output_padding=output_paddings[-1])
         nn.init.constant_(output.bias, output_bias)
         self.layers = nn.Sequential(*layers, output, nn.Sigmoid())
 
@@ -71,21 +129,31 @@ class FusionAutoencoder(nn.Module):
                  widths=(32, 64, 128, 256),  # encoder channels after each stride-2 block
                  latent_channels: int = 128,  # bottleneck channels at 8×8
                  n_residual: int = 1,  # residual blocks in the encoder and in the decoder
-                 activation: type[nn.Module] = nn.SiLU,
+                 activation: str | type[nn.Module] = nn.SiLU,  # module class, or its name in torch.nn
                  max_latent: int = MAX_LATENT,  # the competition's limit on the flattened bottleneck
-                 image_size: int = 128):
+                 image_size: int = 128):  # side of the square input images
         super().__init__()
-        side = image_size // 2 ** len(widths)
+        widths = tuple(widths)
+        if not widths or any(not isinstance(width, int) or width < 1 for width in widths):
+            raise ValueError(f"widths must be one or more positive channel counts, got {widths!r}")
+        if latent_channels < 1 or n_residual < 0 or image_size < 1:
+            raise ValueError(f"expected latent_channels >= 1, n_residual >= 0 and image_size >= 1, "
+                             f"got {latent_channels}, {n_residual} and {image_size}")
+        activation = resolve_activation(activation)
+
+        side = feature_sizes(image_size, len(widths))[-1]
         self.latent_shape = (latent_channels, side, side)
         self.latent_size = latent_channels * side * side
         if self.latent_size > max_latent:
             raise ValueError(f"bottleneck has {latent_channels} × {side} × {side} = {self.latent_size} values, "
                              f"above the limit of {max_latent}: lower latent_channels or add a stride-2 width")
-        self.config = dict(n_classes=n_classes, widths=tuple(widths), latent_channels=latent_channels,
-                           n_residual=n_residual, image_size=image_size)
+
+        # NOTE: the activation is stored by name, so `load_model` can rebuild only activations from torch.nn.
+        self.config = dict(n_classes=n_classes, widths=widths, latent_channels=latent_channels,
+                           n_residual=n_residual, image_size=image_size, activation=activation.__name__)
         self.image_size = image_size
         self.encoder = Encoder(widths, latent_channels, n_residual, activation)
-        self.decoder = Decoder(widths, latent_channels, n_residual, activation)
+        self.decoder = Decoder(widths, latent_channels, n_residual, activation, image_size=image_size)
         self.head = ClassifierHead(latent_channels, n_classes)
 
     def _check_images(self, x: torch.Tensor):
@@ -99,7 +167,7 @@ class FusionAutoencoder(nn.Module):
             raise TypeError(f"expected float images in [0, 1], got {x.dtype}: use x.float() / 255")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        "Encode images (B, 3, 128, 128) in [0, 1] to latents (B, 128, 8, 8)."
+        "Encode images (B, 3, 128, 128) in [0, 1] to latents (B, 128, 8, 8) (shapes for the default settings)."
         self._check_images(x)
         return self.encoder(x)
 
@@ -113,8 +181,8 @@ class FusionAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         "Return the reconstruction, class logits and latent of images `x`."
-        z = self.encode(x)
-        return self.decoder(z), self.head(z), z
+        z = self.encode(x)  # (B, 128, 8, 8)
+        return self.decoder(z), self.head(z), z  # (B, 3, 128, 128), (B, n_classes), (B, 128, 8, 8)
 
 # %% ../nbs/03_autoencoder.ipynb #01e455c0
 def model_size(model: nn.Module) -> dict:
@@ -122,6 +190,58 @@ def model_size(model: nn.Module) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return {"parameters": n_params, "state_dict_mb": n_bytes / 1e6}
+
+# %% ../nbs/03_autoencoder.ipynb #1ac935d3
+def _describe(module: nn.Module) -> str:
+    "Name a module by its class, and a Sequential by its children's classes."
+    if isinstance(module, nn.Sequential): return "+".join(type(child).__name__ for child in module)
+    return type(module).__name__
+
+def _shape_of(output) -> tuple:
+    if isinstance(output, torch.Tensor): return tuple(output.shape)
+    if isinstance(output, (tuple, list)): return tuple(_shape_of(item) for item in output)
+    return ()
+
+def layer_table(model: nn.Module,
+                input_shape: tuple[int, ...] | None = None,  # default: one image of the model's `image_size`
+                depth: int | None = 3,  # list modules this many dotted names deep (and shallower leaves); None lists every leaf
+                show: bool = True,  # print the table and the totals
+               ) -> list[dict]:
+    "Run one input through `model` and list each layer's name, type, output shape and parameter count in call order."
+    if input_shape is None:
+        if not hasattr(model, "image_size"):
+            raise ValueError(f"{type(model).__name__} has no image_size attribute: pass input_shape, such as (1, 3, 128, 128)")
+        input_shape = (1, 3, model.image_size, model.image_size)
+
+    names = {}
+    for name, module in model.named_modules():
+        if not name: continue
+        level, is_leaf = name.count(".") + 1, not any(True for _ in module.children())
+        if (is_leaf and (depth is None or level <= depth)) or level == depth: names[module] = name
+
+    rows = []
+    def record(module, inputs, output):
+        rows.append({"layer": names[module], "type": _describe(module), "output_shape": _shape_of(output),
+                     "parameters": sum(p.numel() for p in module.parameters())})
+    hooks = [module.register_forward_hook(record) for module in names]
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    try:
+        model.eval()  # running statistics in batch normalisation, so that a single image works
+        with torch.no_grad():
+            model(torch.zeros(input_shape, device=None if parameter is None else parameter.device))
+    finally:
+        for hook in hooks: hook.remove()
+        model.train(was_training)
+
+    if show:
+        print(f"{'layer':<18} {'type':<34} {'output shape':<18} {'parameters':>10}")
+        for row in rows:
+            print(f"{row['layer']:<18} {row['type']:<34} {str(row['output_shape']):<18} {row['parameters']:>10,}")
+        size = model_size(model)
+        print(f"total: {size['parameters']:,} parameters; state_dict {size['state_dict_mb']:.2f} MB "
+              f"(10^6 bytes, float32 weights plus batch-norm statistics)")
+    return rows
 
 # %% ../nbs/03_autoencoder.ipynb #dad18827
 class Model(FusionAutoencoder):
