@@ -37,7 +37,7 @@ def test_train_writes_run_folder(tmp_path):
 
     again = run_cli("--n_images", "400", "--epochs", "1", "--out", "run", "--quiet", cwd=tmp_path)
     assert again.returncode == 2
-    assert "already holds a run" in again.stderr
+    assert "already contains a run" in again.stderr
 
 
 def test_train_reads_competition_npz(tmp_path):
