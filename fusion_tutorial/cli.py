@@ -7,47 +7,77 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
 from fastcore.script import call_parse, store_true
 
-from .core import get_device, get_precision
+from .core import get_device, get_precision, set_seed
 from .data import emoji_fusions, load_competition, split_dataset
 from .evaluation import evaluate_model, reconstruction_figure, sample_figure
 from .model import FusionAutoencoder
 from .training import TrainConfig, fit, model_state, plot_history, save_checkpoint
 
 # %% auto #0
-__all__ = ['logger', 'train_run', 'fusion_train']
+__all__ = ['logger', 'PRESETS', 'train_run', 'fusion_train', 'evaluate_run', 'sample_run', 'fusion_evaluate', 'fusion_sample',
+           'export_run', 'fusion_export']
 
 # %% ../nbs/09_cli.ipynb #f4e7b484
 logger = logging.getLogger("fusion_tutorial")
 
 # %% ../nbs/09_cli.ipynb #ff7c45ae
-def train_run(out: str | Path,  # run folder to create
+PRESETS = {
+    "quick": {"n_images": 5000, "epochs": 12, "batch_size": 64, "lr": 2e-3},
+    "paper": {"n_images": 18900, "epochs": 200, "batch_size": 64, "lr": 1e-3},
+}
+
+# %% ../nbs/09_cli.ipynb #754fedad
+def _start_distributed(device: str) -> tuple[str, int]:
+    "Join the process group when launched by torchrun; return the device this process uses and its rank."
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return device, 0
+    import torch.distributed as dist
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if not dist.is_initialized(): dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    elif device == "auto": device = "cpu"
+    return device, dist.get_rank()
+
+# %% ../nbs/09_cli.ipynb #422f11d0
+def train_run(out: str | Path,  # run folder to create, or to continue with `resume`
               n_images: int = 5000,  # emoji fusions to generate (ignored when `npz` is given)
               config: TrainConfig = TrainConfig(),
               npz: str | Path | None = None,  # the competition's train.npz instead of emoji fusions
               label2type: str | Path | None = None,  # its label2type.txt; default: next to the npz
               valid_fraction: float = 0.2,  # share of each class held out for evaluation
               overwrite: bool = False,  # replace an existing run in `out`
+              resume: bool = False,  # continue the run in `out` from its checkpoint
               progress: bool = True,  # show progress bars
-             ) -> dict:
-    "Train and evaluate a model, write checkpoint, metrics and figures to `out`, and return the metrics."
+              preset: str | None = None,  # preset name, recorded in metrics.json
+             ) -> dict | None:
+    "Train and evaluate a model, write checkpoint, metrics and figures to `out`, and return the metrics (None on ranks other than 0)."
     import matplotlib
     matplotlib.use("Agg")
     started = time.perf_counter()
     out = Path(out)
-    if (out / "checkpoint.pt").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a run (checkpoint.pt): choose another folder or pass overwrite")
+    checkpoint = out / "checkpoint.pt"
+    if resume and not checkpoint.exists():
+        raise FileNotFoundError(f"cannot resume: {checkpoint} not found. Start the run without resume")
+    if checkpoint.exists() and not (overwrite or resume):
+        raise FileExistsError(f"{out} already contains a run (checkpoint.pt): choose another folder, resume it, or overwrite it")
+    if overwrite and not resume: checkpoint.unlink(missing_ok=True)
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as error: raise OSError(f"cannot create run folder {out}: {error.strerror}") from error
+    device, rank = _start_distributed(config.device)
+    config = replace(config, device=device)
 
     if npz is not None:
         logger.info("loading %s", npz)
@@ -58,15 +88,19 @@ def train_run(out: str | Path,  # run folder to create
     train_data, valid_data = split_dataset(data, valid_fraction, seed=config.seed)
     device = get_device(config.device)
     precision = get_precision(device, config.force_fp32)
-    logger.info("training on %d images, evaluating on %d; device %s, precision %s",
-                len(train_data), len(valid_data), device, precision.name)
+    if rank == 0:
+        logger.info("training on %d images, evaluating on %d; device %s, precision %s",
+                    len(train_data), len(valid_data), device, precision.name)
 
+    set_seed(config.seed)
     model = FusionAutoencoder(n_classes=data.n_classes)
-    history = fit(model, train_data, valid_data, config, progress=progress, log=logger.info)
+    settings = {**asdict(config), "n_images": len(data), "valid_fraction": valid_fraction, "preset": preset,
+                "data": str(npz) if npz else "emoji_fusions", "label2type": str(label2type) if label2type else None}
+    history = fit(model, train_data, valid_data, config, progress=progress, log=logger.info, checkpoint=checkpoint,
+                  resume=resume, extra_state={"classes": data.classes, "run_settings": settings})
     training_seconds = time.perf_counter() - started
-    path = save_checkpoint(out / "checkpoint.pt", model_state(model, data.classes, history=history,
-                                                              train_config=asdict(config)))
-    logger.info("saved %s", path)
+    if rank != 0: return None
+    logger.info("checkpoint %s", checkpoint)
 
     logger.info("evaluating: held-out MSE and linear probe")
     metrics, train_latents = evaluate_model(model, train_data, valid_data, device, precision)
@@ -77,9 +111,7 @@ def train_run(out: str | Path,  # run folder to create
     plt.close("all")
 
     metrics.update({
-        "settings": {**asdict(config), "n_images": len(data), "valid_fraction": valid_fraction,
-                     "data": str(npz) if npz else "emoji_fusions"},
-        "training_seconds": training_seconds, "wall_seconds": time.perf_counter() - started,
+        "settings": settings, "training_seconds": training_seconds, "wall_seconds": time.perf_counter() - started,
         "torch_version": torch.__version__, "device": str(device), "precision": precision.name,
         "python_version": platform.python_version(),
     })
@@ -88,39 +120,251 @@ def train_run(out: str | Path,  # run folder to create
     return metrics
 
 # %% ../nbs/09_cli.ipynb #ec101eb9
+def _resolve_settings(preset: str, resume: bool, out: Path, given: dict) -> dict:
+    "Combine a preset, the options given on the command line and, when resuming, the settings stored in the run."
+    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    settings = {"loss": "log", "seed": 0, "device": "auto", "valid_fraction": 0.2, "npz": None, "label2type": None,
+                "fp32": False, **PRESETS[preset]}
+    if resume:
+        from fusion_tutorial.training import load_checkpoint
+        stored = load_checkpoint(out / "checkpoint.pt").get("run_settings")
+        if not stored: raise ValueError(f"{out / 'checkpoint.pt'} stores no run settings, so it cannot be resumed")
+        settings.update({"n_images": stored["n_images"], "epochs": stored["epochs"], "batch_size": stored["batch_size"],
+                         "lr": stored["lr"], "loss": stored["loss"], "seed": stored["seed"], "fp32": stored["force_fp32"],
+                         "valid_fraction": stored["valid_fraction"],
+                         "npz": None if stored["data"] == "emoji_fusions" else stored["data"],
+                         "label2type": stored.get("label2type")})
+        conflicts = {k: v for k, v in given.items() if v is not None and k in settings and k != "device" and settings[k] != v}
+        if conflicts:
+            raise ValueError(f"--resume continues {out} with its stored settings; these options differ from them: "
+                             + ", ".join(f"--{k} {v} (stored: {settings[k]})" for k, v in conflicts.items()))
+    settings.update({k: v for k, v in given.items() if v is not None})
+    return settings
+
+# %% ../nbs/09_cli.ipynb #dcd97d6d
 @call_parse
 def fusion_train(
-    n_images: int = 5000,  # number of emoji fusions to generate (ignored with --npz)
-    epochs: int = 12,  # passes over the training images
-    batch_size: int = 64,  # images per optimizer step
-    lr: float = 2e-3,  # peak learning rate of AdamW
-    seed: int = 0,  # seed for data generation, split, initialisation and batch order
-    device: str = "auto",  # auto, cpu, cuda, cuda:N or mps
+    preset: str = "quick",  # training budget; see the presets below
+    n_images: int = None,  # number of emoji fusions to generate (ignored with --npz)
+    epochs: int = None,  # passes over the training images
+    batch_size: int = None,  # images per optimizer step (per process under torchrun)
+    lr: float = None,  # peak learning rate of AdamW
+    seed: int = None,  # seed for data generation, split, initialisation and batch order (default 0)
+    device: str = None,  # auto, cpu, cuda, cuda:N or mps (default auto)
     out: str = None,  # run folder (default: runs/train-YYYYmmdd-HHMMSS)
     npz: str = None,  # the competition's train.npz instead of the emoji fusions
     label2type: str = None,  # label2type.txt for --npz (default: next to the npz)
-    valid_fraction: float = 0.2,  # share of each class held out for evaluation
-    loss: str = "log",  # log: log(MSE) + log(CE); weighted: MSE + 0.01 CE
+    valid_fraction: float = None,  # share of each class held out for evaluation (default 0.2)
+    loss: str = None,  # log: log(MSE) + log(CE) (default); weighted: MSE + 0.01 CE
     fp32: store_true = False,  # disable mixed precision
+    resume: store_true = False,  # continue the run in --out from its checkpoint, with its stored settings
     overwrite: store_true = False,  # replace an existing run in --out
     quiet: store_true = False,  # hide progress bars
 ):
-    "Train the fusion autoencoder, evaluate it on a held-out split, and write a run folder."
+    "Train the fusion autoencoder, evaluate it on a held-out split, and write a run folder. Presets: quick = 5000 images, 12 epochs, batch 64, lr 0.002; paper = 18900 images, 200 epochs, batch 64, lr 0.001."
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if resume and not out: logger.error("--resume needs --out, the run folder to continue"); sys.exit(2)
     out = Path(out or f"runs/train-{datetime.now():%Y%m%d-%H%M%S}")
+    given = dict(n_images=n_images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, npz=npz,
+                 label2type=label2type, valid_fraction=valid_fraction, loss=loss, fp32=fp32 or None)
     try:
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                             force_fp32=fp32, loss=loss)
-        if n_images < 2: raise ValueError(f"--n_images must be at least 2, got {n_images}")
-        logger.info("run folder %s", out)
-        metrics = train_run(out, n_images, config, npz, label2type, valid_fraction, overwrite, progress=not quiet)
+        s = _resolve_settings(preset, resume, out, given)
+        config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"],
+                             device=s["device"], force_fp32=bool(s["fp32"]), loss=s["loss"])
+        if s["n_images"] < 2: raise ValueError(f"--n_images must be at least 2, got {s['n_images']}")
+        logger.info("run folder %s (%s)", out, "resuming" if resume else f"preset {preset}")
+        from tqdm.contrib.logging import logging_redirect_tqdm
+        with logging_redirect_tqdm():
+            metrics = train_run(out, s["n_images"], config, s["npz"], s["label2type"], s["valid_fraction"],
+                                overwrite, resume, progress=not quiet, preset=preset)
     except (ValueError, TypeError, KeyError, OSError, FloatingPointError) as error:
         logger.error("%s", error)
         sys.exit(2)
     except KeyboardInterrupt:
-        logger.error("interrupted; no checkpoint was written for this run")
+        logger.error("interrupted; continue with: fusion-train --resume --out %s", out)
         sys.exit(130)
+    if metrics is None: return  # a torchrun process other than rank 0
     logger.info("held-out MSE per pixel %.5f (summed per image %.1f), probe accuracy %.3f, score %.5f (per pixel)",
                 metrics["mse_per_pixel"], metrics["mse_sum_per_image"], metrics["probe_accuracy"], metrics["score_per_pixel"])
     logger.info("wall time %.0f s", metrics["wall_seconds"])
     print(out.resolve())
+
+# %% ../nbs/09_cli.ipynb #0c023475
+import numpy as np
+
+from .evaluation import (check_rules, export_submission, format_rules, format_score, load_run)
+from .probing import (confused_pairs_figure, extract_latents, fit_linear_probe, markdown_table,
+                                     most_confused_pairs, per_class_accuracy, per_class_accuracy_figure, probe_baselines)
+from .sampling import (decode_latents, image_rows_figure, interpolate_latents, sampler_figure,
+                                      sampling_report)
+from .training import load_model
+
+# %% ../nbs/09_cli.ipynb #dbe861e5
+def _prepare_out(out: Path, marker: str, overwrite: bool) -> Path:
+    "Create the output folder, rejecting an earlier result in it unless `overwrite`."
+    if (out / marker).exists() and not overwrite:
+        raise FileExistsError(f"{out} already contains {marker}: choose another folder with --out or pass --overwrite")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as error: raise OSError(f"cannot create output folder {out}: {error.strerror}") from error
+    return out
+
+def evaluate_run(run_dir: str | Path,  # folder written by fusion-train
+                 out: str | Path | None = None,  # output folder; default RUN_DIR/evaluation
+                 npz: str | Path | None = None,  # the competition's train.npz, if the run used it and it moved
+                 baselines: bool = True,  # also probe an untrained encoder and raw pixels (the slow part)
+                 timing_images: int = 3300,  # images encoded and decoded for the inference-time rule
+                 device: str = "auto",  # auto, cpu, cuda, cuda:N or mps
+                 overwrite: bool = False,  # replace an earlier evaluation in `out`
+                ) -> dict:
+    "Evaluate a run folder: score, rule checks, per-class probe accuracy, baselines and figures; return the results."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    started = time.perf_counter()
+    run = load_run(run_dir, npz)
+    out = _prepare_out(Path(out) if out else run.folder / "evaluation", "evaluation.json", overwrite)
+    device = get_device(device)
+    precision = get_precision(device)
+    model = run.model.to(device)
+    train_data, valid_data, classes = run.train_data, run.valid_data, run.valid_data.classes
+    logger.info("evaluating %s on %d held-out images; device %s, precision %s", run.folder, len(valid_data), device, precision.name)
+
+    metrics, train_latents = evaluate_model(model, train_data, valid_data, device, precision)
+    logger.info("%s", format_score(metrics))
+    rules = check_rules(model, valid_data.images, n_images=timing_images, device=device)
+    logger.info("rules: bottleneck %d values, %.1f s for 3,300 images, %d parameters, %.1f MB",
+                rules["latent_values"], rules["inference_seconds_per_3300"], rules["parameters"], rules["state_dict_mb"])
+
+    valid_latents = extract_latents(model, valid_data, device=device, precision=precision)
+    predictions = fit_linear_probe(train_latents, train_data.labels).predict(valid_latents)
+    accuracy = per_class_accuracy(valid_data.labels, predictions, valid_data.n_classes)
+    pairs = most_confused_pairs(valid_data.labels, predictions, k=6)
+    results = {"metrics": metrics, "score": format_score(metrics), "rules": rules,
+               "per_class_accuracy": {classes[i]: float(value) for i, value in enumerate(accuracy) if not np.isnan(value)},
+               "most_confused_pairs": [{"true": classes[t], "predicted": classes[p], "count": count} for t, p, count in pairs]}
+    (out / "rules.md").write_text(format_rules(rules) + "\n")
+
+    if baselines:
+        logger.info("probing baselines: untrained encoder and raw pixels")
+        table = probe_baselines(model, train_data, valid_data, device=device, precision=precision,
+                                latents=(train_latents, valid_latents))
+        results["probe_table"] = table
+        (out / "probe_table.md").write_text(markdown_table(table) + "\n")
+
+    reconstruction_figure(model, valid_data, device=device).savefig(out / "reconstructions.png", dpi=80)
+    per_class_accuracy_figure(accuracy, classes).savefig(out / "per_class_accuracy.png", dpi=80)
+    if pairs: confused_pairs_figure(valid_data, predictions, pairs, reference=train_data).savefig(out / "confused_pairs.png", dpi=80)
+    plt.close("all")
+    results.update({"run": str(run.folder), "wall_seconds": time.perf_counter() - started, "torch_version": torch.__version__,
+                    "device": str(device), "precision": precision.name})
+    (out / "evaluation.json").write_text(json.dumps(results, indent=2))
+    logger.info("wrote %s", out)
+    return results
+
+# %% ../nbs/09_cli.ipynb #41a0f514
+def sample_run(run_dir: str | Path,  # folder written by fusion-train
+               out: str | Path | None = None,  # output folder; default RUN_DIR/sampling
+               n: int = 32,  # images in the sample grid
+               steps: int = 10,  # images in the interpolation strip, both real ends included
+               pair: tuple[int, int] = (0, 1),  # held-out images to interpolate between
+               seed: int = 0,  # seed of the samplers
+               n_report: int = 64,  # samples per sampler in the measurements of sampling.json
+               npz: str | Path | None = None,  # the competition's train.npz, if the run used it and it moved
+               device: str = "auto",  # auto, cpu, cuda, cuda:N or mps
+               overwrite: bool = False,  # replace earlier samples in `out`
+              ) -> dict:
+    "Decode samples of a run's latent space into a sample grid, an interpolation strip and a sampler comparison."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if n < 1 or steps < 3: raise ValueError(f"expected n >= 1 and steps >= 3, got n={n}, steps={steps}")
+    run = load_run(run_dir, npz)
+    if not all(0 <= index < len(run.valid_data) for index in pair):
+        raise ValueError(f"pair {tuple(pair)} is out of range for {len(run.valid_data)} held-out images")
+    out = _prepare_out(Path(out) if out else run.folder / "sampling", "sampling.json", overwrite)
+    device = get_device(device)
+    model = run.model.to(device)
+    logger.info("sampling from %s; device %s", run.folder, device)
+    train_latents = torch.from_numpy(extract_latents(model, run.train_data, device=device))
+    valid_latents = torch.from_numpy(extract_latents(model, run.valid_data, device=device))
+
+    sample_figure(model, train_latents, n=n, seed=seed, device=device).savefig(out / "samples.png", dpi=80)
+    a, b = pair
+    path = decode_latents(model, interpolate_latents(valid_latents[a], valid_latents[b], steps)[1:-1], device=device)  # interior points
+    strip = torch.cat([run.valid_data.images[a:a + 1].float() / 255, path, run.valid_data.images[b:b + 1].float() / 255])
+    image_rows_figure({f"image {a} → {b}": strip},
+                      f"Interpolation between two held-out images (real images at both ends)").savefig(out / "interpolation.png", dpi=80)
+    sampler_figure(model, train_latents, run.train_data.labels, run.train_data.images, seed=seed,
+                   device=device).savefig(out / "sampler_comparison.png", dpi=80)
+    plt.close("all")
+    report = sampling_report(model, train_latents, run.train_data.labels, run.train_data.images, valid_latents,
+                             run.valid_data.images, n=n_report, seed=seed, device=device)
+    results = {"run": str(run.folder), "report": report, "n": n, "steps": steps, "pair": list(pair), "seed": seed,
+               "n_report": n_report}
+    (out / "sampling.json").write_text(json.dumps(results, indent=2))
+    logger.info("wrote %s", out)
+    return results
+
+# %% ../nbs/09_cli.ipynb #ef542f40
+def _run_script(job, *args, **kwargs):
+    "Run a console script's job with logging; exit with status 2 on bad input, 130 on Ctrl-C."
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try: return job(*args, **kwargs)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as error:
+        logger.error("%s", error)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        sys.exit(130)
+
+@call_parse
+def fusion_evaluate(
+    run_dir: str,  # run folder written by fusion-train
+    out: str = None,  # output folder (default: RUN_DIR/evaluation)
+    npz: str = None,  # the competition's train.npz, if the run used it and it has moved
+    timing_images: int = 3300,  # images encoded and decoded to time inference against the 50 s rule
+    no_baselines: store_true = False,  # skip the untrained-encoder and raw-pixel probes (the slow part)
+    device: str = "auto",  # auto, cpu, cuda, cuda:N or mps
+    overwrite: store_true = False,  # replace an earlier evaluation in the output folder
+):
+    "Evaluate a trained run: held-out MSE in both units, probe accuracy, score, rule checks, probe baselines and figures."
+    _run_script(evaluate_run, run_dir, out, npz, not no_baselines, timing_images, device, overwrite)
+    print(Path(out or Path(run_dir) / "evaluation").resolve())
+
+@call_parse
+def fusion_sample(
+    run_dir: str,  # run folder written by fusion-train
+    out: str = None,  # output folder (default: RUN_DIR/sampling)
+    n: int = 32,  # images in the sample grid
+    steps: int = 10,  # images in the interpolation strip, both real ends included
+    image_a: int = 0,  # index of the held-out image the interpolation starts from
+    image_b: int = 1,  # index of the held-out image it ends at
+    seed: int = 0,  # seed of the samplers
+    n_report: int = 64,  # samples per sampler in the measurements written to sampling.json
+    npz: str = None,  # the competition's train.npz, if the run used it and it has moved
+    device: str = "auto",  # auto, cpu, cuda, cuda:N or mps
+    overwrite: store_true = False,  # replace earlier samples in the output folder
+):
+    "Write a sample grid, an interpolation strip and a comparison of samplers for a trained run."
+    _run_script(sample_run, run_dir, out, n, steps, (image_a, image_b), seed, n_report, npz, device, overwrite)
+    print(Path(out or Path(run_dir) / "sampling").resolve())
+
+def export_run(run_dir: str | Path,  # folder written by fusion-train
+               out_dir: str | Path,  # submission folder to write
+               overwrite: bool = False,  # replace an existing submission in `out_dir`
+              ) -> Path:
+    "Export a run's checkpoint as a competition submission: a self-contained model.py and checkpoint.pt."
+    model, _ = load_model(Path(run_dir) / "checkpoint.pt")
+    folder = export_submission(model, out_dir, overwrite=overwrite)
+    logger.info("wrote %s and %s; checked that model.py reproduces the run's model exactly",
+                folder / "model.py", folder / "checkpoint.pt")
+    return folder
+
+@call_parse
+def fusion_export(
+    run_dir: str,  # run folder written by fusion-train
+    out_dir: str,  # submission folder to write (model.py and checkpoint.pt)
+    overwrite: store_true = False,  # replace an existing submission in OUT_DIR
+):
+    "Export a trained run for the competition's loader: model.py defining Model(), and checkpoint.pt holding its state_dict."
+    print(_run_script(export_run, run_dir, out_dir, overwrite).resolve())

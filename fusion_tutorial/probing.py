@@ -5,22 +5,25 @@
 # %% ../nbs/06_probing.ipynb #740f4b7c
 from __future__ import annotations
 
-import time
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .core import Precision, autocast, get_precision
-from .data import ImageDataset, iterate_batches
+from .data import ImageDataset, fusion_type_labels, iterate_batches, show_images
 from .model import FusionAutoencoder
+from .training import evaluate
 
 # %% auto #0
-__all__ = ['extract_latents', 'linear_probe_accuracy', 'pixel_features']
+__all__ = ['extract_latents', 'fit_linear_probe', 'linear_probe_accuracy', 'pixel_features', 'label_targets', 'probe_table',
+           'markdown_table', 'probe_baselines', 'per_class_accuracy', 'most_confused_pairs',
+           'per_class_accuracy_figure', 'confused_pairs_figure']
 
-# %% ../nbs/06_probing.ipynb #86ea5b56
+# %% ../nbs/06_probing.ipynb #2ff440e5
 def extract_latents(model: FusionAutoencoder, data: ImageDataset,
-                    batch_size: int = 256,
+                    batch_size: int = 256,  # images encoded at once
                     device: torch.device | str = "cpu",
                     precision: Precision | None = None,  # default: the device's policy
                    ) -> np.ndarray:
@@ -33,34 +36,49 @@ def extract_latents(model: FusionAutoencoder, data: ImageDataset,
     with torch.inference_mode():
         for x, _ in iterate_batches(data, batch_size, device=device):
             with autocast(precision):
-                latents.append(model.encode(x).float().flatten(1).cpu())
+                latents.append(model.encode(x).float().flatten(1).cpu())  # (B, 128, 8, 8) -> (B, 8192)
     model.train(was_training)
     return torch.cat(latents).numpy()
 
-# %% ../nbs/06_probing.ipynb #25be3c7e
+# %% ../nbs/06_probing.ipynb #51f9189c
+def fit_linear_probe(latents: np.ndarray,  # (N, D) features
+                     labels,  # (N,) integer labels
+                     max_iter: int = 15,  # lbfgs iterations at most; 100 lets it converge (about 35 on 8,192-value latents)
+                     C: float = 1.0,  # inverse L2 regularisation strength
+                     tol: float = 1e-4,  # lbfgs stops once the largest gradient entry falls below this
+                    ):
+    "Fit the grader-style probe, StandardScaler then LogisticRegression (lbfgs), and return the fitted pipeline."
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    latents, labels = np.asarray(latents, dtype=np.float32), np.asarray(labels)
+    if latents.ndim != 2: raise ValueError(f"expected features of shape (N, D), got {latents.shape}: flatten each latent first")
+    if len(latents) != len(labels):
+        raise ValueError(f"latents and labels differ in length: {len(latents)} vs {len(labels)}")
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"the probe needs at least 2 classes among the labels, got {np.unique(labels).tolist()}")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, tol=tol))
+    with warnings.catch_warnings():
+        # The grader also stops at a fixed number of iterations; an unconverged fit is part of the protocol.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(latents, labels)
+    return probe
+
 def linear_probe_accuracy(train_latents: np.ndarray,  # (N, D) features to fit on
                           train_labels,  # (N,) integer labels
                           test_latents: np.ndarray,  # (M, D) features to score
                           test_labels,  # (M,) integer labels
-                          max_iter: int = 200,  # lbfgs iterations
+                          max_iter: int = 15,  # lbfgs iterations at most; see `fit_linear_probe`
                           C: float = 1.0,  # inverse L2 regularisation strength
+                          tol: float = 1e-4,  # lbfgs gradient tolerance
                          ) -> float:
-    "Fit StandardScaler + LogisticRegression (lbfgs) on one split and return accuracy on the other."
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.exceptions import ConvergenceWarning
-    import warnings
-    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    "Fit the grader-style probe on one split and return its accuracy on the other."
     if len(train_latents) != len(train_labels) or len(test_latents) != len(test_labels):
         raise ValueError(f"latents and labels differ in length: {len(train_latents)} vs {len(train_labels)} (train), "
                          f"{len(test_latents)} vs {len(test_labels)} (test)")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
-    with warnings.catch_warnings():
-        # The grader also stops at a fixed number of iterations; an unconverged fit is part of the protocol.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probe.fit(train_latents, train_labels)
-    return float(probe.score(test_latents, test_labels))
+    probe = fit_linear_probe(train_latents, train_labels, max_iter, C, tol)
+    return float(probe.score(np.asarray(test_latents, dtype=np.float32), np.asarray(test_labels)))
 
 # %% ../nbs/06_probing.ipynb #44b0bc35
 def pixel_features(data: ImageDataset, size: int = 16) -> np.ndarray:
@@ -68,3 +86,133 @@ def pixel_features(data: ImageDataset, size: int = 16) -> np.ndarray:
     features = [F.adaptive_avg_pool2d(data.images[i:i + 1024].float() / 255, size).flatten(1)
                 for i in range(0, len(data), 1024)]
     return torch.cat(features).numpy()
+
+# %% ../nbs/06_probing.ipynb #130aa6f5
+def label_targets(train_data: ImageDataset, valid_data: ImageDataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    "Return the probe targets both splits offer, as {name: (train labels, held-out labels)}, the data set's own labels first."
+    emoji = train_data.info.get("source") == "emoji_fusions"
+    labelling = train_data.info.get("labels", "head") if emoji else "label"  # "head" or "type" for emoji fusions
+    targets = {labelling: (train_data.labels.numpy(), valid_data.labels.numpy())}
+    if train_data.body_labels is None or valid_data.body_labels is None: return targets
+    targets["body"] = (train_data.body_labels.numpy(), valid_data.body_labels.numpy())
+    if emoji and labelling == "head":  # the type pair follows from the head and body creatures
+        targets["type"] = (fusion_type_labels(train_data.labels, train_data.body_labels).numpy(),
+                           fusion_type_labels(valid_data.labels, valid_data.body_labels).numpy())
+    return targets
+
+def probe_table(features: dict[str, tuple[np.ndarray, np.ndarray]],  # row name -> (train features, held-out features)
+                targets: dict[str, tuple[np.ndarray, np.ndarray]],  # column name -> (train labels, held-out labels)
+                **probe_options,  # passed to `linear_probe_accuracy`, such as `max_iter` or `C`
+               ) -> dict[str, dict[str, float]]:
+    "Fit one probe per feature set and target; return held-out accuracies as {row: {column: accuracy}}."
+    return {row: {column: linear_probe_accuracy(train_features, train_labels, test_features, test_labels, **probe_options)
+                  for column, (train_labels, test_labels) in targets.items()}
+            for row, (train_features, test_features) in features.items()}
+
+def markdown_table(table: dict[str, dict[str, float | None]],  # {row: {column: value}}; missing or None prints "n/a"
+                   row_header: str = "features",
+                   digits: int = 3,
+                  ) -> str:
+    "Format a {row: {column: value}} table as Markdown."
+    columns = list(dict.fromkeys(column for row in table.values() for column in row))
+    lines = [f"| {row_header} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in table.items():
+        cells = ["n/a" if row.get(column) is None else f"{row[column]:.{digits}f}" for column in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+# %% ../nbs/06_probing.ipynb #82949ded
+def probe_baselines(model: FusionAutoencoder, train_data: ImageDataset, valid_data: ImageDataset,
+                    targets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,  # default: `label_targets` of the splits
+                    seed: int = 0,  # seed of the untrained encoder's weights
+                    device: torch.device | str = "cpu",
+                    precision: Precision | None = None,  # default: the device's policy
+                    latents: tuple[np.ndarray, np.ndarray] | None = None,  # the model's (train, held-out) latents, if already extracted
+                    **probe_options,  # passed to `linear_probe_accuracy`
+                   ) -> dict[str, dict[str, float | None]]:
+    "Probe the trained encoder, an untrained one of the same architecture and raw pixels, and add the head's accuracy."
+    targets = targets or label_targets(train_data, valid_data)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        untrained = FusionAutoencoder(**model.config).to(device)
+    if latents is None:
+        latents = (extract_latents(model, train_data, device=device, precision=precision),
+                   extract_latents(model, valid_data, device=device, precision=precision))
+    features = {
+        "trained encoder (8,192)": latents,
+        "untrained encoder (8,192)": (extract_latents(untrained, train_data, device=device, precision=precision),
+                                      extract_latents(untrained, valid_data, device=device, precision=precision)),
+        "raw pixels 16×16 (768)": (pixel_features(train_data, 16), pixel_features(valid_data, 16)),
+        "raw pixels 32×32 (3,072)": (pixel_features(train_data, 32), pixel_features(valid_data, 32)),
+    }
+    table = probe_table(features, targets, **probe_options)
+    head = evaluate(model, valid_data, device=device, precision=precision)["accuracy"]  # on the data set's own labels
+    own_labels = next(iter(label_targets(train_data, valid_data)))
+    table[f"classification head (trained on {own_labels} labels)"] = {column: (head if column == own_labels else None)
+                                                                      for column in targets}
+    return table
+
+# %% ../nbs/06_probing.ipynb #04da11b2
+def per_class_accuracy(labels,  # (N,) true labels
+                       predictions,  # (N,) predicted labels
+                       n_classes: int,
+                      ) -> np.ndarray:
+    "Return the accuracy of each class (n_classes,), NaN for classes absent from `labels`."
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels and predictions differ in shape: {labels.shape} vs {predictions.shape}")
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    correct = np.bincount(labels[labels == predictions], minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, correct / counts, np.nan)
+
+def most_confused_pairs(labels, predictions,
+                        k: int = 5,  # number of pairs
+                       ) -> list[tuple[int, int, int]]:
+    "Return the `k` most frequent mistakes as (true label, predicted label, count), most frequent first."
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    wrong = labels != predictions
+    pairs, counts = np.unique(np.stack([labels[wrong], predictions[wrong]], 1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:k]  # by count, ties by label
+    return [(int(pairs[i, 0]), int(pairs[i, 1]), int(counts[i])) for i in order]
+
+# %% ../nbs/06_probing.ipynb #e93995ee
+def per_class_accuracy_figure(accuracy: np.ndarray,  # (n_classes,) from `per_class_accuracy`
+                              classes: list[str],
+                              title: str = "Probe accuracy per class",
+                              n_worst: int = 12,  # hardest classes listed by name
+                             ):
+    "Plot every class's accuracy as sorted bars beside the hardest classes by name; return the figure."
+    import matplotlib.pyplot as plt
+    present = np.flatnonzero(~np.isnan(accuracy))
+    order = present[np.argsort(accuracy[present], kind="stable")]  # worst first
+    fig, (every, worst) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    every.bar(np.arange(len(order)), accuracy[order], width=1.0, color="tab:blue")
+    every.axhline(np.nanmean(accuracy), color="black", linestyle="--", linewidth=1, label="mean over classes")
+    every.set_xticks([]); every.set_xlabel(f"{len(order)} classes, sorted by accuracy")
+    every.set_ylabel("held-out accuracy"); every.set_ylim(0, 1.05); every.legend(loc="lower right")
+    hardest = order[:n_worst]
+    worst.barh(np.arange(len(hardest)), accuracy[hardest], color="tab:red")
+    worst.set_yticks(np.arange(len(hardest)), [classes[i][:30] for i in hardest], fontsize=7)
+    worst.invert_yaxis(); worst.set_xlim(0, 1); worst.set_title(f"the {len(hardest)} hardest classes", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+def confused_pairs_figure(data: ImageDataset,  # held-out images the predictions belong to
+                          predictions,  # (N,) predicted labels for `data`
+                          pairs: list[tuple[int, int, int]],  # from `most_confused_pairs`
+                          reference: ImageDataset | None = None,  # where to find an image of the predicted class; default `data`
+                          title: str = "Most confused pairs: a misclassified image (with the pair's count), then an image of the class it was taken for",
+                         ):
+    "Show, for each confused pair, one misclassified image beside an image of the predicted class; return the figure."
+    reference = reference or data
+    predictions = np.asarray(predictions)
+    labels, reference_labels = data.labels.numpy(), reference.labels.numpy()
+    images, titles = [], []
+    for true, predicted, count in pairs:
+        wrong = np.flatnonzero((labels == true) & (predictions == predicted))[0]
+        other = np.flatnonzero(reference_labels == predicted)
+        images += [data.images[wrong], reference.images[other[0]] if len(other) else torch.zeros_like(data.images[0])]
+        titles += [f"{count}× {data.classes[true]}", f"→ {data.classes[predicted]}"]  # show_images keeps 18 characters
+    return show_images(torch.stack(images), titles, ncols=min(8, len(images)), title=title)
