@@ -98,8 +98,8 @@ def load_run(run_dir: str | Path,  # folder written by `fusion-train`
     else:
         raise ValueError(f"{metrics_path} has no settings.n_images, so the run's emoji fusions cannot be rebuilt")
     train_data, valid_data = split_dataset(data, settings.get("valid_fraction", 0.2), seed=seed)
-    # NOTE: metrics.json does not record the emoji generator's version (FUSION_VERSION), so a run made before the
-    # generator changed gets new images here; only the number of held-out images is checked.
+    # NOTE: metrics.json does not record the emoji generator's version (FUSION_VERSION). A run made before the
+    # generator changed therefore gets new images here, and only the number of held-out images is checked.
     if "n_valid" in metrics and metrics["n_valid"] != len(valid_data):
         raise ValueError(f"rebuilt {len(valid_data)} held-out images but the run evaluated {metrics['n_valid']}: "
                          "the data or its generator changed since the run")
@@ -215,8 +215,8 @@ def _module_source_without(module, drop_classes=()) -> str:
         if package_import or all_list or dropped_class or docstring:
             first = min([node.lineno] + [decorator.lineno for decorator in getattr(node, "decorator_list", [])])
             drop.update(range(first - 1, node.end_lineno))
-    kept = "\n".join(line for i, line in enumerate(lines) if i not in drop and not generated.match(line))
-    return re.sub(r"\n{3,}", "\n\n", kept).strip() + "\n"
+    kept_lines = "\n".join(line for i, line in enumerate(lines) if i not in drop and not generated.match(line))
+    return re.sub(r"\n{3,}", "\n\n", kept_lines).strip() + "\n"
 
 def submission_source(model: FusionAutoencoder) -> str:
     "Generate a self-contained `model.py` (only torch imported) whose `Model()` builds the architecture of `model`."
