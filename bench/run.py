@@ -1,8 +1,8 @@
 """Benchmark suite: every speed and memory figure of the project, each against a target or a baseline
 measured in the same run, as the median of repeats after a warm-up. Prints a markdown table.
 
-    python bench/run.py            # full suite, about 15 minutes on a 2-core CPU (includes the main job)
-    python bench/run.py --quick    # every row at a smaller size, under 2 minutes; numbers are indicative only
+    python bench/run.py            # the full suite, including the main job (an estimated 15 minutes on 2 cores)
+    python bench/run.py --quick    # every row at a smaller size; the numbers are only indicative
 """
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise ValueError(f"cannot load checkpoint {path}: it is truncated, corrupt, or holds objects other than "
+        raise ValueError(f"cannot load checkpoint {path}: it is truncated, corrupt, or contains objects other than "
                          f"tensors and plain containers ({type(error).__name__}: {str(error)[:200]})") from error
 
 def model_state(model: FusionAutoencoder, classes: list[str] | None = None, **extra) -> dict:
@@ -138,7 +138,7 @@ def epoch_order(n: int,  # number of training images
 def _check_resumable(state: dict, config: TrainConfig, path: Path):
     "Raise if a checkpoint was written with other training settings than `config`."
     if "train_config" not in state or "optimizer" not in state:
-        raise ValueError(f"{path} holds no training state (optimizer, scheduler, epoch): it cannot be resumed")
+        raise ValueError(f"{path} contains no training state (optimizer, scheduler, epoch), so it cannot be resumed")
     saved = {k: v for k, v in state["train_config"].items() if k != "device"}
     current = {k: v for k, v in asdict(config).items() if k != "device"}
     changed = sorted(k for k in current if saved.get(k) != current[k])

@@ -49,7 +49,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     epoch, step = saved_position(checkpoint)  # the checkpoint on disk is readable after the kill
-    assert epoch >= 1 and not (tmp_path / "killed" / "metrics.json").exists()
+    assert epoch >= 1
+    assert not (tmp_path / "killed" / "metrics.json").exists(), "the killed run must not have finished"
 
     resumed = subprocess.run(["fusion-train", "--resume", "--out", "killed", "--quiet"], cwd=tmp_path,
                              env=environment(), capture_output=True, text=True, timeout=900)

@@ -1,9 +1,9 @@
 """Build the documentation site offline: nbdev's notebook processing, then the smalldocs renderer.
 
-Users with Quarto build the site with `nbdev_docs`. That command (like `nbdev_proc_nbs`) tries to
-download and install Quarto with sudo and curl when Quarto is missing, so this script calls the same
-nbdev functions from Python and renders the processed pages with smalldocs, a pure-Python renderer
-of Quarto projects. The site is written to `_proc/_docs`; smalldocs names each page after its notebook
+Users with Quarto build the site with `nbdev_docs`. That command, like `nbdev_proc_nbs`, tries to
+download and install Quarto with sudo and curl when Quarto is missing. This script therefore calls the
+same nbdev functions from Python and renders the processed pages with smalldocs, a pure-Python
+renderer of Quarto projects. The site is written to `_proc/_docs`; smalldocs names each page after its notebook
 file (`00_core.html`), where Quarto would use the notebook's title.
 """
 import sys
