@@ -78,6 +78,9 @@ def train_run(out: str | Path,  # run folder to create, or to continue with `res
     except OSError as error: raise OSError(f"cannot create run folder {out}: {error.strerror}") from error
     device, rank = _start_distributed(config.device)
     config = replace(config, device=device)
+    device = get_device(config.device)  # reject an unknown device before generating data
+    if resume and rank == 0:  # temporary files of saves that a killed process never finished
+        for stale in out.glob(f"{checkpoint.name}*.tmp"): stale.unlink()
 
     if npz is not None:
         logger.info("loading %s", npz)
@@ -86,7 +89,6 @@ def train_run(out: str | Path,  # run folder to create, or to continue with `res
         logger.info("generating %d emoji fusions (seed %d)", n_images, config.seed)
         data = emoji_fusions(n_images, seed=config.seed)
     train_data, valid_data = split_dataset(data, valid_fraction, seed=config.seed)
-    device = get_device(config.device)
     precision = get_precision(device, config.force_fp32)
     if rank == 0:
         logger.info("training on %d images, evaluating on %d; device %s, precision %s",
@@ -127,6 +129,8 @@ def _resolve_settings(preset: str, resume: bool, out: Path, given: dict) -> dict
                 "fp32": False, **PRESETS[preset]}
     if resume:
         from fusion_tutorial.training import load_checkpoint
+        if not (out / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"cannot resume: {out / 'checkpoint.pt'} not found. Start the run without --resume")
         stored = load_checkpoint(out / "checkpoint.pt").get("run_settings")
         if not stored: raise ValueError(f"{out / 'checkpoint.pt'} stores no run settings, so it cannot be resumed")
         settings.update({"n_images": stored["n_images"], "epochs": stored["epochs"], "batch_size": stored["batch_size"],

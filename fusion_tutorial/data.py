@@ -753,7 +753,11 @@ def read_label2type(path: str | Path  # text file holding a dict literal {label:
     text = path.read_text(encoding="utf-8")
     try: mapping = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
-        raise ValueError(f"{path} is not a Python dict literal such as {{0: 'bug', 1: 'bug,dark'}}: {error}") from None
+        # literal_eval names a rejected node by its address, so describe it by line and type instead
+        where = f" (line {error.lineno})" if isinstance(error, SyntaxError) else ""
+        found = "a syntax error" if isinstance(error, SyntaxError) else "an expression that is not a literal, such as a call"
+        raise ValueError(f"{path} is not a Python dict literal such as {{0: 'bug', 1: 'bug,dark'}}: "
+                         f"it contains {found}{where}") from None
     if not isinstance(mapping, dict) or not all(isinstance(k, int) and isinstance(v, str) for k, v in mapping.items()):
         raise ValueError(f"{path} must hold a dict of int labels to str type names, got {type(mapping).__name__}")
     if not mapping: raise ValueError(f"{path} contains an empty dict, but it must name every class")

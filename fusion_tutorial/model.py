@@ -173,6 +173,8 @@ class FusionAutoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         "Decode latents (B, 128, 8, 8) or flattened (B, 8192) to images (B, 3, 128, 128) in [0, 1]."
+        if not isinstance(z, torch.Tensor): raise TypeError(f"expected a torch.Tensor of latents, got {type(z).__name__}")
+        if not z.is_floating_point(): raise TypeError(f"expected float latents, got {z.dtype}: use z.float()")
         if z.ndim == 2 and z.shape[1] == self.latent_size: z = z.view(len(z), *self.latent_shape)
         if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(f"expected latents of shape (B, {', '.join(map(str, self.latent_shape))}) "

@@ -5,6 +5,7 @@
 # %% ../nbs/05_training.ipynb #6aed557c
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
@@ -87,15 +88,24 @@ def evaluate(model: FusionAutoencoder, data: ImageDataset,
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     "Save `state` with `torch.save` atomically: temporary file, fsync, rename."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    # Serialise in memory first: a failed write then raises an OSError with its reason (disk full, file too
+    # large), where `torch.save` writing to the file itself reports only an internal position mismatch.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
+            file.write(buffer.getbuffer())
             file.flush(); os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True); raise
+    except BaseException as error:
+        if temporary: Path(temporary).unlink(missing_ok=True)
+        if not isinstance(error, OSError): raise
+        kept = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
+        raise OSError(f"cannot write checkpoint {path}: {error.strerror or error}; {kept}. Free disk space or "
+                      "choose another folder, then resume") from error
     return path
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -104,8 +114,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
+        reason = str(error).split(". ")[0][:160]  # PyTorch's first sentence names the failure
         raise ValueError(f"cannot load checkpoint {path}: it is truncated, corrupt, or contains objects other than "
-                         f"tensors and plain containers ({type(error).__name__}: {str(error)[:200]})") from error
+                         f"tensors and plain containers ({type(error).__name__}: {reason})") from error
+
+def _state_dict_mismatch(model: torch.nn.Module, state_dict: dict, limit: int = 3) -> str:
+    "Describe how `state_dict` differs from `model`'s: missing and unexpected keys, and tensors of another shape."
+    own = model.state_dict()
+    missing = [key for key in own if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in own]
+    resized = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}" for key in own
+               if key in state_dict and state_dict[key].shape != own[key].shape]
+    def listing(name, items):
+        return f"{len(items)} {name} ({', '.join(items[:limit])}{', ...' if len(items) > limit else ''})" if items else ""
+    parts = [listing("missing keys", missing), listing("unexpected keys", unexpected),
+             listing("tensors of another shape, checkpoint vs model", resized)]
+    return "; ".join(part for part in parts if part) or "the tensors differ"
 
 def model_state(model: FusionAutoencoder, classes: list[str] | None = None, **extra) -> dict:
     "Collect the weights and the constructor settings needed to rebuild `model`."
@@ -115,10 +139,17 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     "Rebuild a `FusionAutoencoder` from a checkpoint; return it (in eval mode) with the checkpoint."
     state = load_checkpoint(path, map_location)
     if "model" not in state or "config" not in state:
-        raise ValueError(f"{path} is not a fusion_tutorial checkpoint: expected keys 'model' and 'config', got {sorted(state)}")
+        keys = sorted(state)
+        hint = (": it looks like a bare state_dict, so load it into a model built with the same settings, "
+                "model.load_state_dict(load_checkpoint(path))") if "model" not in state and any("." in k for k in keys) else ""
+        raise ValueError(f"{path} is not a fusion_tutorial checkpoint: expected keys 'model' and 'config', got "
+                         f"{len(keys)} keys ({', '.join(map(repr, keys[:3]))}{', ...' if len(keys) > 3 else ''}){hint}")
     config = dict(state["config"]); config["widths"] = tuple(config["widths"])
     model = FusionAutoencoder(**config)
-    model.load_state_dict(state["model"])
+    try: model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not match the architecture it records ({config}): "
+                         f"{_state_dict_mismatch(model, state['model'])}") from None
     return model.eval(), state
 
 # %% ../nbs/05_training.ipynb #07e6be32

@@ -21,7 +21,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 def notebooks():
-    return sorted((root / "nbs").glob("[0-9][0-9]_*.ipynb")) + [root / "nbs" / "index.ipynb"]
+    "Every page of the site: the numbered chapters, the home page and the reference pages."
+    return sorted((root / "nbs").glob("*.ipynb"))
 
 
 def exported_names(notebook: Path) -> list[str]:
@@ -38,8 +39,20 @@ def exported_names(notebook: Path) -> list[str]:
 
 
 def image_outputs(notebook: Path) -> int:
+    "Count the figures a page must show: saved image outputs and images that its markdown links."
     cells = json.loads(notebook.read_text())["cells"]
-    return sum("image/png" in output.get("data", {}) for cell in cells for output in cell.get("outputs", []))
+    saved = sum("image/png" in output.get("data", {}) for cell in cells for output in cell.get("outputs", []))
+    linked = sum("".join(cell["source"]).count("![") for cell in cells if cell["cell_type"] == "markdown")
+    return saved + linked
+
+
+def table_rows(notebook: Path) -> int:
+    "Count the body rows of the markdown tables in a page."
+    cells = json.loads(notebook.read_text())["cells"]
+    lines = [line for cell in cells if cell["cell_type"] == "markdown" for line in "".join(cell["source"]).splitlines()]
+    rows = [line for line in lines if line.startswith("|") and not line.startswith("|---")]
+    headers = sum(line.startswith("|---") for line in lines)
+    return len(rows) - headers
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +113,8 @@ def test_page_renders(site, browser, notebook):
         assert page.locator(f"[id='{symbol.lower()}']").count() >= 1, f"no API entry for {symbol} in {name}"
     images = page.eval_on_selector_all("main img", "images => images.filter(i => i.complete && i.naturalWidth > 0).length")
     assert images >= image_outputs(notebook), f"{name}: {images} loaded images, the notebook has {image_outputs(notebook)}"
+    rows = page.locator("main table tbody tr").count()
+    assert rows >= table_rows(notebook), f"{name}: {rows} table rows rendered, the notebook's markdown has {table_rows(notebook)}"
     if notebook.stem in ("index", "05_training"):
         artifacts.mkdir(exist_ok=True)
         page.set_viewport_size({"width": 1280, "height": 900})
