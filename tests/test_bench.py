@@ -1,5 +1,7 @@
 """The benchmark suite runs end to end and prints a complete table; the numbers themselves are not asserted."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,11 @@ EXPECTED_ROWS = ["training speed-up over the PNG baseline", "training FLOP per i
 
 
 def test_quick_suite_prints_complete_table(tmp_path):
-    result = subprocess.run([sys.executable, str(root / "bench" / "run.py"), "--quick", "--json", str(tmp_path / "bench.json")],
-                            capture_output=True, text=True, timeout=900, env={"MPLBACKEND": "Agg", **__import__("os").environ})
+    page = tmp_path / "performance.ipynb"
+    shutil.copy(root / "nbs" / "performance.ipynb", page)
+    result = subprocess.run([sys.executable, str(root / "bench" / "run.py"), "--quick", "--json", str(tmp_path / "bench.json"),
+                             "--page", str(page), "--plot", str(tmp_path / "throughput.png")],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("Machine: ")
     assert "| measurement | value | target | met |" in result.stdout
@@ -23,3 +28,7 @@ def test_quick_suite_prints_complete_table(tmp_path):
     for label, value, target, met in rows:
         assert value, f"no value for {label}"
         assert (met in ("yes", "no")) == bool(target), f"{label}: target {target!r} but met {met!r}"
+    written = "".join("".join(cell["source"]) for cell in json.loads(page.read_text())["cells"])
+    assert "`python bench/run.py --quick`" in written
+    assert all(row[0] in written for row in rows)
+    assert (tmp_path / "throughput.png").stat().st_size > 1000
