@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -22,11 +23,11 @@ from .core import get_device, get_precision, set_seed
 from .data import emoji_fusions, load_competition, split_dataset
 from .evaluation import evaluate_model, reconstruction_figure, sample_figure
 from .model import FusionAutoencoder
-from .training import TrainConfig, fit, model_state, plot_history, save_checkpoint
+from .training import TrainConfig, _distributed, check_batch_size, fit, model_state, plot_history, save_checkpoint
 
 # %% auto #0
-__all__ = ['logger', 'PRESETS', 'train_run', 'fusion_train', 'evaluate_run', 'sample_run', 'fusion_evaluate', 'fusion_sample',
-           'export_run', 'fusion_export']
+__all__ = ['logger', 'PRESETS', 'RUN_FILES', 'train_run', 'fusion_train', 'evaluate_run', 'sample_run', 'fusion_evaluate',
+           'fusion_sample', 'export_run', 'fusion_export']
 
 # %% ../nbs/09_cli.ipynb #f4e7b484
 logger = logging.getLogger("fusion_tutorial")
@@ -52,6 +53,16 @@ def _start_distributed(device: str) -> tuple[str, int]:
     return device, dist.get_rank()
 
 # %% ../nbs/09_cli.ipynb #422f11d0
+RUN_FILES = ("checkpoint.pt", "metrics.json", "history.json", "reconstructions.png", "samples.png", "loss.png")
+
+def _remove_run_files(out: Path):
+    "Delete what an earlier run wrote to `out`: its files, and the default folders of fusion-evaluate and fusion-sample."
+    removed = [name for name in RUN_FILES if (out / name).exists()]
+    for name in removed: (out / name).unlink()
+    for folder in ("evaluation", "sampling"):
+        if (out / folder).is_dir(): shutil.rmtree(out / folder); removed.append(folder + "/")
+    if removed: logger.info("overwrite: removed the earlier run's %s", ", ".join(removed))
+
 def train_run(out: str | Path,  # run folder to create, or to continue with `resume`
               n_images: int = 5000,  # emoji fusions to generate (ignored when `npz` is given)
               config: TrainConfig = TrainConfig(),
@@ -73,22 +84,31 @@ def train_run(out: str | Path,  # run folder to create, or to continue with `res
         raise FileNotFoundError(f"cannot resume: {checkpoint} not found. Start the run without resume")
     if checkpoint.exists() and not (overwrite or resume):
         raise FileExistsError(f"{out} already contains a run (checkpoint.pt): choose another folder, resume it, or overwrite it")
-    if overwrite and not resume: checkpoint.unlink(missing_ok=True)
+    if not 0 < valid_fraction < 1: raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    created = not out.exists()
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as error: raise OSError(f"cannot create run folder {out}: {error.strerror}") from error
-    device, rank = _start_distributed(config.device)
-    config = replace(config, device=device)
-    device = get_device(config.device)  # reject an unknown device before generating data
-    if resume and rank == 0:  # temporary files of saves that a killed process never finished
+    try:  # check everything before touching an earlier run, and leave no empty folder behind on bad input
+        device, rank = _start_distributed(config.device)
+        config = replace(config, device=device)
+        device = get_device(config.device)
+        if npz is not None:
+            logger.info("loading %s", npz)
+            data = load_competition(npz, label2type)
+        else:
+            logger.info("generating %d emoji fusions (seed %d)", n_images, config.seed)
+            data = emoji_fusions(n_images, seed=config.seed)
+        train_data, valid_data = split_dataset(data, valid_fraction, seed=config.seed)
+        check_batch_size(config.batch_size, len(train_data), _distributed()[2])
+        if len(train_data.labels.unique()) < 2:
+            raise ValueError(f"the training split contains a single class ({train_data.classes[train_data.labels[0]]}), "
+                             "but the linear probe needs at least 2: use data with more classes")
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()): out.rmdir()
+        raise
+    if rank == 0 and resume:  # temporary files of saves that a killed process never finished
         for stale in out.glob(f"{checkpoint.name}*.tmp"): stale.unlink()
-
-    if npz is not None:
-        logger.info("loading %s", npz)
-        data = load_competition(npz, label2type)
-    else:
-        logger.info("generating %d emoji fusions (seed %d)", n_images, config.seed)
-        data = emoji_fusions(n_images, seed=config.seed)
-    train_data, valid_data = split_dataset(data, valid_fraction, seed=config.seed)
+    if rank == 0 and overwrite and not resume: _remove_run_files(out)
     precision = get_precision(device, config.force_fp32)
     if rank == 0:
         logger.info("training on %d images, evaluating on %d; device %s, precision %s",
@@ -184,6 +204,9 @@ def fusion_train(
     except (ValueError, TypeError, KeyError, OSError, FloatingPointError) as error:
         logger.error("%s", error)
         sys.exit(2)
+    except MemoryError as error:
+        logger.error("out of memory (%s): use fewer images (--n_images) or a smaller --batch_size", error)
+        sys.exit(2)
     except KeyboardInterrupt:
         logger.error("interrupted; continue with: fusion-train --resume --out %s", out)
         sys.exit(130)
@@ -224,6 +247,7 @@ def evaluate_run(run_dir: str | Path,  # folder written by fusion-train
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if timing_images < 1: raise ValueError(f"--timing_images must be at least 1, got {timing_images}")
     started = time.perf_counter()
     run = load_run(run_dir, npz)
     out = _prepare_out(Path(out) if out else run.folder / "evaluation", "evaluation.json", overwrite)
@@ -282,6 +306,7 @@ def sample_run(run_dir: str | Path,  # folder written by fusion-train
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if n < 1 or steps < 3: raise ValueError(f"expected n >= 1 and steps >= 3, got n={n}, steps={steps}")
+    if n_report < 2: raise ValueError(f"--n_report must be at least 2 samples per sampler, got {n_report}")
     run = load_run(run_dir, npz)
     if not all(0 <= index < len(run.valid_data) for index in pair):
         raise ValueError(f"pair {tuple(pair)} is out of range for {len(run.valid_data)} held-out images")
@@ -316,6 +341,9 @@ def _run_script(job, *args, **kwargs):
     try: return job(*args, **kwargs)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError) as error:
         logger.error("%s", error)
+        sys.exit(2)
+    except MemoryError as error:
+        logger.error("out of memory (%s)", error)
         sys.exit(2)
     except KeyboardInterrupt:
         logger.error("interrupted")

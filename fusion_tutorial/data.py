@@ -750,7 +750,9 @@ def read_label2type(path: str | Path  # text file holding a dict literal {label:
     "Parse `label2type.txt` safely with `ast.literal_eval`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"label file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8") from None
     try: mapping = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
         # literal_eval names a rejected node by its address, so describe it by line and type instead
@@ -769,7 +771,12 @@ def read_label2type(path: str | Path  # text file holding a dict literal {label:
 
 def _classes_for_labels(labels: np.ndarray, label_path: Path | None) -> list[str]:
     "Class names from `label2type.txt`, or 'class i' names when there is none."
-    if label_path is None: return [f"class {i}" for i in range(int(labels.max()) + 1)]
+    if label_path is None:
+        n_classes, n_present = int(labels.max()) + 1, len(np.unique(labels))
+        if n_classes > max(1000, 10 * n_present):  # sparse labels would make a huge, mostly unused classifier head
+            raise ValueError(f"labels go up to {n_classes - 1} but only {n_present} distinct values occur: expected class "
+                             "indices 0 to K-1; renumber them with np.unique(labels, return_inverse=True)")
+        return [f"class {i}" for i in range(n_classes)]
     mapping = read_label2type(label_path)
     return [mapping[i] for i in range(len(mapping))]
 
@@ -789,7 +796,10 @@ def load_competition(npz_path: str | Path,  # the competition's train.npz
     with archive:
         missing = [key for key in ("images", "labels") if key not in archive.files]
         if missing: raise KeyError(f"{npz_path} has no {' or '.join(repr(key) for key in missing)} array; found {archive.files}")
-        images, labels = archive["images"], archive["labels"]
+        try: images, labels = archive["images"], archive["labels"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # a corrupt member, or an object array
+            raise ValueError(f"{npz_path}: cannot read its arrays ({error}); the file is corrupt, or it contains Python "
+                             "objects that cannot be loaded safely: save plain numeric arrays with np.savez") from None
 
     images = check_images(images, f"{npz_path} ['images']", resize, resample)
     labels = check_labels(labels, len(images), source=f"{npz_path} ['labels']")
@@ -826,7 +836,7 @@ def read_image_file(path: str | Path,  # a PNG or JPEG file
         with Image.open(path) as image:
             image.load()
             rgb = _rgb_on_black(image, path)
-    except (OSError, SyntaxError, EOFError, zlib.error) as error:
+    except (OSError, SyntaxError, EOFError, zlib.error, Image.DecompressionBombError) as error:
         raise ValueError(f"{path}: cannot decode the image ({error}); the file is truncated, corrupt, or not a PNG or JPEG: "
                          "replace it or remove it from the data set") from None
     if rgb.shape[:2] != IMAGE_SHAPE[1:]:
@@ -839,7 +849,12 @@ def read_image_file(path: str | Path,  # a PNG or JPEG file
 # %% ../nbs/01_data.ipynb #3f87c657
 def _read_label_csv(csv_path: Path) -> list[tuple[int, str, str]]:
     "Return (line number, filename, label) for each row of a `filename,label` CSV."
-    with open(csv_path, newline="", encoding="utf-8") as file:
+    try: return _parse_label_csv(csv_path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{csv_path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8") from None
+
+def _parse_label_csv(csv_path: Path) -> list[tuple[int, str, str]]:
+    with open(csv_path, newline="", encoding="utf-8-sig") as file:  # utf-8-sig also reads files saved with a BOM
         reader = csv.DictReader(file)
         columns = [name.strip() for name in reader.fieldnames or []]
         if not {"filename", "label"} <= set(columns):

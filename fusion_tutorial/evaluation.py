@@ -86,6 +86,8 @@ def load_run(run_dir: str | Path,  # folder written by `fusion-train`
                                 "with the data settings")
     try: metrics = json.loads(metrics_path.read_text())
     except json.JSONDecodeError as error: raise ValueError(f"{metrics_path} is not valid JSON: {error}") from None
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{metrics_path} contains a JSON {type(metrics).__name__}, expected an object such as {{\"settings\": ...}}")
     model, checkpoint = load_model(folder / "checkpoint.pt", map_location)
 
     settings = metrics.get("settings", {})
@@ -255,8 +257,10 @@ def export_submission(model: FusionAutoencoder,
     "Write `model.py` and `checkpoint.pt` (the state_dict) for the course's loader; return the folder."
     out = Path(out_dir)
     if not overwrite and ((out / "model.py").exists() or (out / "checkpoint.pt").exists()):
-        raise FileExistsError(f"{out} already contains a submission (model.py or checkpoint.pt): choose another folder or pass overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+        raise FileExistsError(f"{out} already contains a submission (model.py or checkpoint.pt): choose another folder "
+                              "or pass overwrite=True (--overwrite)")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as error: raise OSError(f"cannot create submission folder {out}: {error.strerror}") from None
     (out / "model.py").write_text(submission_source(model))
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     torch.save(state, out / "checkpoint.pt")
@@ -271,5 +275,8 @@ def export_submission(model: FusionAutoencoder,
         with torch.inference_mode():
             same = torch.equal(submitted.encode(x), reference.encode(x)) and \
                    torch.equal(submitted.decode(reference.encode(x)), reference.decode(reference.encode(x)))
-        if not same: raise RuntimeError(f"the exported model in {out} does not reproduce the package model's outputs")
+        if not same:  # remove the files, so that a broken model cannot be submitted by mistake
+            for name in ("model.py", "checkpoint.pt"): (out / name).unlink(missing_ok=True)
+            raise RuntimeError(f"the exported model did not reproduce the package model's outputs, so the files "
+                               f"written to {out} were removed: check the checkpoint's weights for NaN values")
     return out

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from .model import FusionAutoencoder
 
 # %% auto #0
 __all__ = ['TrainConfig', 'make_scheduler', 'evaluate', 'save_checkpoint', 'load_checkpoint', 'model_state', 'load_model',
-           'epoch_order', 'fit', 'plot_history']
+           'epoch_order', 'check_batch_size', 'fit', 'plot_history']
 
 # %% ../nbs/05_training.ipynb #f97bcdcc
 @dataclass
@@ -46,7 +48,9 @@ class TrainConfig:
         if not isinstance(self.epochs, int) or self.epochs < 1: raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not self.lr > 0: raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not isinstance(self.seed, int) or self.seed < 0: raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.loss not in ("log", "weighted"): raise ValueError(f"loss must be 'log' or 'weighted', got {self.loss!r}")
         if not 0 <= self.warmup_fraction < 1: raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
 
@@ -144,8 +148,14 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
                 "model.load_state_dict(load_checkpoint(path))") if "model" not in state and any("." in k for k in keys) else ""
         raise ValueError(f"{path} is not a fusion_tutorial checkpoint: expected keys 'model' and 'config', got "
                          f"{len(keys)} keys ({', '.join(map(repr, keys[:3]))}{', ...' if len(keys) > 3 else ''}){hint}")
-    config = dict(state["config"]); config["widths"] = tuple(config["widths"])
-    model = FusionAutoencoder(**config)
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"{path} records model settings of type {type(state['config']).__name__}, expected a dict")
+    config = dict(state["config"])
+    try:
+        config["widths"] = tuple(config.get("widths", ()))
+        model = FusionAutoencoder(**config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} records model settings that cannot build a model ({error})") from None
     try: model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise ValueError(f"{path} does not match the architecture it records ({config}): "
@@ -193,6 +203,14 @@ def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     dist.all_reduce(tensor)
     return tensor.tolist()
 
+def check_batch_size(batch_size: int, n_train: int, world_size: int = 1) -> int:
+    "Return the optimizer steps per epoch; raise if `batch_size` exceeds the training images of one process."
+    steps = n_train // world_size // batch_size
+    if steps < 1:
+        raise ValueError(f"batch_size {batch_size} is larger than the {n_train // world_size} training images per "
+                         "process: lower batch_size or use more images")
+    return steps
+
 def _evaluate_shard(model, valid_data, device, precision, channels_last) -> dict[str, float]:
     "Evaluate this rank's share of `valid_data` and average the metrics over all ranks."
     _, rank, world_size = _distributed()
@@ -203,6 +221,22 @@ def _evaluate_shard(model, valid_data, device, precision, channels_last) -> dict
     return {"mse": sums[0] / sums[3], "ce": sums[1] / sums[3], "accuracy": sums[2] / sums[3]}
 
 # %% ../nbs/05_training.ipynb #34d7e6c6
+class _DeferredInterrupt:
+    "Turn the first Ctrl-C into a request that the loop reads between steps; a second Ctrl-C stops at once."
+    def __init__(self): self.requested, self.previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers can be set only there
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested: raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None: signal.signal(signal.SIGINT, self.previous)
+
 def fit(model: FusionAutoencoder,
         train_data: ImageDataset,
         valid_data: ImageDataset | None = None,  # evaluated after every epoch when given
@@ -216,10 +250,7 @@ def fit(model: FusionAutoencoder,
        ) -> list[dict]:
     "Train `model` in place and return one record of metrics per epoch."
     distributed, rank, world_size = _distributed()
-    steps_per_epoch = len(train_data) // world_size // config.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(train_data) // world_size} training "
-                         "images per process: lower batch_size or use more images")
+    steps_per_epoch = check_batch_size(config.batch_size, len(train_data), world_size)
     checkpoint = Path(checkpoint) if checkpoint else None
     say = log if (log and rank == 0) else (lambda *args: None)
     device = get_device(config.device)
@@ -258,57 +289,67 @@ def fit(model: FusionAutoencoder,
 
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
                   disable=not progress or rank != 0)
-    for epoch in epochs:
-        started = time.perf_counter()
-        first_step = start_step if epoch == start_epoch else 0
-        if first_step == 0: sums = [0.0, 0.0, 0.0, 0]  # a resumed epoch keeps the sums of its finished steps
-        order = epoch_order(len(train_data), epoch, config.seed, rank, world_size)[:steps_per_epoch * config.batch_size]
-        batches = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False,
-                       disable=not progress or rank != 0)
-        step = first_step
-        try:
-            for step in batches:
-                index = order[step * config.batch_size:(step + 1) * config.batch_size]
-                x = to_model_input(train_data.images[index], device, config.channels_last)
-                y = train_data.labels[index].to(device, non_blocking=True)
-                with autocast(precision):
-                    reconstruction, logits, _ = network(x)
-                loss, parts = loss_fn(reconstruction, x, logits, y)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (MSE {parts['mse']:.3g}, "
-                        f"CE {parts['ce']:.3g}); the last good checkpoint is kept. Lower the learning rate, set "
-                        "clip_grad_norm, or use force_fp32=True")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.clip_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                for i, value in enumerate((loss.item(), parts["mse"], parts["ce"])): sums[i] += value * len(x)
-                sums[3] += len(x)
-                batches.set_postfix(loss=f"{loss.item():.3f}", mse=f"{parts['mse']:.4f}", ce=f"{parts['ce']:.2f}")
-                if on_step: on_step(epoch, step)
-        except KeyboardInterrupt:
-            save(epoch, step + 1)
-            say("interrupted at epoch %d, step %d; checkpoint saved to %s", epoch + 1, step + 1, checkpoint)
-            raise
+    with _DeferredInterrupt() as interrupt:
+        for epoch in epochs:
+            started = time.perf_counter()
+            first_step = start_step if epoch == start_epoch else 0
+            if first_step == 0: sums = [0.0, 0.0, 0.0, 0]  # a resumed epoch keeps the sums of its finished steps
+            order = epoch_order(len(train_data), epoch, config.seed, rank, world_size)[:steps_per_epoch * config.batch_size]
+            batches = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False,
+                           disable=not progress or rank != 0)
+            completed, in_step = first_step, False  # steps finished in this epoch; whether one is under way
+            try:
+                for step in batches:
+                    in_step = True
+                    index = order[step * config.batch_size:(step + 1) * config.batch_size]
+                    x = to_model_input(train_data.images[index], device, config.channels_last)
+                    y = train_data.labels[index].to(device, non_blocking=True)
+                    with autocast(precision):
+                        reconstruction, logits, _ = network(x)
+                    loss, parts = loss_fn(reconstruction, x, logits, y)
+                    if not math.isfinite(loss.item()):
+                        raise FloatingPointError(
+                            f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (MSE {parts['mse']:.3g}, "
+                            f"CE {parts['ce']:.3g}); the last good checkpoint is kept. Lower the learning rate (--lr), set "
+                            "clip_grad_norm, or use force_fp32=True (--fp32)")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if config.clip_grad_norm:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    for i, value in enumerate((loss.item(), parts["mse"], parts["ce"])): sums[i] += value * len(x)
+                    sums[3] += len(x)
+                    batches.set_postfix(loss=f"{loss.item():.3f}", mse=f"{parts['mse']:.4f}", ce=f"{parts['ce']:.2f}")
+                    completed, in_step = step + 1, False
+                    if on_step: on_step(epoch, step)
+                    if interrupt.requested: raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                if in_step:  # a second Ctrl-C in the middle of a step: the weights may hold half an update
+                    say("stopped in the middle of epoch %d, step %d; the last checkpoint is kept", epoch + 1, completed + 1)
+                    raise
+                save(epoch, completed)
+                say("interrupted at epoch %d after step %d; checkpoint saved to %s", epoch + 1, completed, checkpoint)
+                raise
 
-        totals = _sum_over_ranks(sums, device)
-        elapsed = time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": totals[0] / totals[3], "train_mse": totals[1] / totals[3],
-                  "train_ce": totals[2] / totals[3], "lr": scheduler.get_last_lr()[0], "seconds": elapsed,
-                  "images_per_second": (steps_per_epoch - first_step) * config.batch_size * world_size / elapsed}
-        if valid_data is not None:
-            record.update({f"valid_{key}": value for key, value in
-                           _evaluate_shard(model, valid_data, device, precision, config.channels_last).items()})
-        history.append(record)
-        save(epoch + 1, 0)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}")
-        say("epoch %d/%d: %s", epoch + 1, config.epochs,
-            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            totals = _sum_over_ranks(sums, device)
+            elapsed = time.perf_counter() - started
+            record = {"epoch": epoch + 1, "train_loss": totals[0] / totals[3], "train_mse": totals[1] / totals[3],
+                      "train_ce": totals[2] / totals[3], "lr": scheduler.get_last_lr()[0], "seconds": elapsed,
+                      "images_per_second": (steps_per_epoch - first_step) * config.batch_size * world_size / elapsed}
+            if valid_data is not None:
+                record.update({f"valid_{key}": value for key, value in
+                               _evaluate_shard(model, valid_data, device, precision, config.channels_last).items()})
+            history.append(record)
+            save(epoch + 1, 0)
+            epochs.set_postfix(loss=f"{record['train_loss']:.3f}")
+            say("epoch %d/%d: %s", epoch + 1, config.epochs,
+                ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            if interrupt.requested:  # Ctrl-C during the evaluation: the epoch's checkpoint is already written
+                say("interrupted after epoch %d; checkpoint saved to %s", epoch + 1, checkpoint)
+                raise KeyboardInterrupt
     return history
 
 # %% ../nbs/05_training.ipynb #8cc0e2ae

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +24,7 @@ import torch
 from fusion_tutorial.data import load_competition, read_label2type
 from fusion_tutorial.training import load_checkpoint, load_model
 
-RUN = ["--n_images", "240", "--epochs", "6", "--batch_size", "32", "--quiet"]  # 192 training images, so 6 steps per epoch
+RUN = ["--n_images", "240", "--epochs", "8", "--batch_size", "32", "--quiet"]  # 192 training images, so 6 steps per epoch
 TIMINGS = {"training_seconds", "wall_seconds"}
 PER_EPOCH_TIMINGS = {"seconds", "images_per_second"}
 
@@ -69,6 +70,26 @@ def saved_epoch(path: Path) -> int:
     return load_checkpoint(path)["epoch"]
 
 
+def start_until_checkpoint(arguments: list[str], folder: Path, epoch: int, **popen) -> subprocess.Popen:
+    "Start `fusion-train` and return the process once the run folder's checkpoint has reached `epoch`."
+    process = subprocess.Popen(["fusion-train", *arguments, "--out", str(folder)], env=environment(),
+                               stdout=subprocess.DEVNULL, **({"stderr": subprocess.DEVNULL} | popen))
+    deadline = time.monotonic() + 600
+    while saved_epoch(folder / "checkpoint.pt") < epoch:
+        assert process.poll() is None, f"the run ended before its checkpoint reached epoch {epoch}"
+        assert time.monotonic() < deadline, f"no checkpoint for epoch {epoch} after 600 s"
+        time.sleep(0.05)
+    return process
+
+
+def resume_and_compare(folder: Path, reference: Path):
+    "Finish an interrupted run with --resume and check that it equals the uninterrupted reference run."
+    resumed = train(folder, "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert comparable(folder) == comparable(reference)
+    assert same_tensors(tensors(folder), tensors(reference))
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("reference") / "run"
@@ -93,32 +114,50 @@ def test_other_seed_different_run(reference, tmp_path):
 
 def test_sigkill_five_points_then_resume(reference, tmp_path):
     "Kill the run five times, right after a checkpoint or at a random moment inside the next epoch, resuming each time."
-    epoch_seconds = max(record["seconds"] for record in json.loads((reference / "history.json").read_text()))
+    # The fastest epoch of the reference run bounds the delays, so that a kill lands inside the next epoch.
+    epoch_seconds = min(record["seconds"] for record in json.loads((reference / "history.json").read_text()))
     rng = random.Random(20261204)
     folder, checkpoint = tmp_path / "killed", tmp_path / "killed" / "checkpoint.pt"
     kills = []
-    for target, inside in zip(range(1, 6), (False, True, True, False, True)):
-        delay = rng.uniform(0.05, 0.95) * epoch_seconds if inside else 0.0
+    for inside in (False, True, True, False, True):
+        delay = rng.uniform(0.2, 0.8) * epoch_seconds if inside else 0.0
+        target = saved_epoch(checkpoint) + 1  # each process runs until it has written one more checkpoint
         arguments = ["--resume", "--quiet"] if checkpoint.exists() else RUN
-        process = subprocess.Popen(["fusion-train", *arguments, "--out", str(folder)], env=environment(),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 600
-        while saved_epoch(checkpoint) < target:
-            assert process.poll() is None, f"the run ended before kill {len(kills) + 1}"
-            assert time.monotonic() < deadline, f"no checkpoint for epoch {target} after 600 s"
-            time.sleep(0.05)
+        process = start_until_checkpoint(arguments, folder, target)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills.append((target, round(delay, 2), saved_epoch(checkpoint)))  # the checkpoint is readable after each kill
         assert not (folder / "metrics.json").exists(), f"the run finished before kill {len(kills)}"
-    print("kills (epoch reached, seconds into the next epoch, epoch on disk):", kills)
-    assert [epoch for _, _, epoch in kills] >= [1, 2, 3, 4, 5]
-    resumed = train(folder, "--resume", "--quiet")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert comparable(folder) == comparable(reference)
-    assert same_tensors(tensors(folder), tensors(reference))
+    print("kills (epoch awaited, seconds after its checkpoint, epoch on disk):", kills)
+    resume_and_compare(folder, reference)
 
+
+def test_ctrl_c_mid_epoch_then_resume(reference, tmp_path):
+    "SIGINT in the middle of epoch 2 saves the last finished step; the resumed run equals the uninterrupted one."
+    epoch_seconds = min(record["seconds"] for record in json.loads((reference / "history.json").read_text()))
+    folder, checkpoint = tmp_path / "interrupted", tmp_path / "interrupted" / "checkpoint.pt"
+    process = start_until_checkpoint(RUN, folder, 1, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5 * epoch_seconds)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "checkpoint saved" in stderr
+    state = load_checkpoint(checkpoint)
+    print("interrupted at epoch", state["epoch"] + 1, "after step", state["step"])
+    resume_and_compare(folder, reference)
+
+
+def test_overwrite_with_bad_option_keeps_run(reference, tmp_path):
+    "--overwrite replaces a run only after every other option has been checked."
+    folder = tmp_path / "run"
+    shutil.copytree(reference, folder)
+    before = hashlib.sha256((folder / "checkpoint.pt").read_bytes()).hexdigest()
+    for bad in (["--device", "tpu"], ["--valid_fraction", "0"], ["--batch_size", "5000"]):
+        result = train(folder, "--overwrite", "--n_images", "240", "--quiet", *bad)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert hashlib.sha256((folder / "checkpoint.pt").read_bytes()).hexdigest() == before, bad
+        assert (folder / "metrics.json").exists(), bad
 
 def limit_file_size(limit: int):
     "Return a function for Popen's preexec_fn that makes writes beyond `limit` bytes per file fail (EFBIG)."
@@ -128,13 +167,7 @@ def limit_file_size(limit: int):
 def test_write_error_keeps_checkpoint(tmp_path):
     "Stop a 3-epoch run after epoch 1, then resume it with writes limited to 1 MiB per file, far below a checkpoint."
     folder, checkpoint = tmp_path / "limited", tmp_path / "limited" / "checkpoint.pt"
-    process = subprocess.Popen(["fusion-train", "--n_images", "240", "--epochs", "3", "--batch_size", "32", "--quiet",
-                                "--out", str(folder)], env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while saved_epoch(checkpoint) < 1:
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint for epoch 1"
-        time.sleep(0.05)
+    process = start_until_checkpoint(["--n_images", "240", "--epochs", "3", "--batch_size", "32", "--quiet"], folder, 1)
     process.send_signal(signal.SIGKILL)
     process.wait()
     epoch = saved_epoch(checkpoint)
@@ -176,7 +209,8 @@ def test_crafted_checkpoint_rejected(tmp_path):
     path.rename(run / "checkpoint.pt")
     result = subprocess.run(["fusion-export", str(run), str(tmp_path / "submission")], env=environment(),
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "cannot load checkpoint" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "cannot load checkpoint" in result.stderr
     assert not marker.exists()
 
 
