@@ -17,7 +17,7 @@ import torch
 
 # %% auto #0
 __all__ = ['get_device', 'Precision', 'choose_precision', 'cpu_has_native_bf16', 'get_precision', 'autocast', 'set_seed',
-           'fast_mode', 'cache_dir']
+           'fast_mode', 'cache_dir', 'apply_umask']
 
 # %% ../nbs/00_core.ipynb #962158a2
 def get_device(device: str | torch.device = "auto",  # "auto", "cpu", "cuda", "cuda:1" or "mps"
@@ -118,3 +118,8 @@ def cache_dir(path: str | Path | None = None,  # explicit folder; overrides the 
         raise OSError(f"cannot create cache folder {folder}: {error.strerror}. "
                       "Set FUSION_TUTORIAL_CACHE to a writable folder") from error
     return folder
+
+def apply_umask(path: str | Path):
+    "Set the permissions of `path` to 0666 minus the umask, as `open` would; `tempfile` creates files with 0600."
+    umask = os.umask(0); os.umask(umask)  # reading the umask means setting it, so set it straight back
+    os.chmod(path, 0o666 & ~umask)

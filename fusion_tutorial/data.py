@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import cache_dir
+from .core import cache_dir, apply_umask
 
 # %% auto #0
 __all__ = ['logger', 'IMAGE_SHAPE', 'CREATURES', 'TYPES', 'CREATURE_TYPES', 'SPRITE_SIZE', 'FUSION_VERSION', 'FRAME_ROWS',
@@ -583,6 +583,7 @@ def _write_atomic(path: Path, write, mode: str = "wb") -> None:
             file.flush(); os.fsync(file.fileno())
         except BaseException:
             file.close(); os.unlink(file.name); raise
+    apply_umask(file.name)
     os.replace(file.name, path)
 
 def _load_cached_images(path: Path, n: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .core import Precision, autocast, get_device, get_precision, set_seed
+from .core import Precision, autocast, get_device, get_precision, apply_umask, set_seed
 from .data import ImageDataset, iterate_batches, to_model_input
 from .loss import log_combined_loss, weighted_sum_loss
 from .model import FusionAutoencoder
@@ -103,6 +103,7 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
         with os.fdopen(handle, "wb") as file:
             file.write(buffer.getbuffer())
             file.flush(); os.fsync(file.fileno())
+        apply_umask(temporary)
         os.replace(temporary, path)
     except BaseException as error:
         if temporary: Path(temporary).unlink(missing_ok=True)

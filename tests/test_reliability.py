@@ -103,6 +103,8 @@ def test_same_seed_identical_runs(reference, tmp_path):
     assert train(again, *RUN).returncode == 0
     assert comparable(again) == comparable(reference)
     assert same_tensors(tensors(again), tensors(reference))
+    umask = os.umask(0); os.umask(umask)
+    assert (again / "checkpoint.pt").stat().st_mode & 0o777 == 0o666 & ~umask, "readable like the run's other files"
 
 
 def test_other_seed_different_run(reference, tmp_path):
