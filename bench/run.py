@@ -286,7 +286,7 @@ def main():
     rows += probe_rows(args.quick, device)
     rows += main_job_rows(args.quick)
 
-    if device.type == "cuda":  # NOTE: the CUDA path of the suite has not run yet; the CI machine has no GPU.
+    if device.type == "cuda":  # NOTE: the CUDA path of the suite has not run yet, because the CI machine has no GPU.
         rows.append(("peak GPU memory allocated by the benchmarks (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.2f}", "", ""))
 
     report = "\n".join([

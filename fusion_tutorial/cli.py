@@ -165,6 +165,20 @@ def _resolve_settings(preset: str, resume: bool, out: Path, given: dict) -> dict
     settings.update({k: v for k, v in given.items() if v is not None})
     return settings
 
+def _run_script(job, *args, interrupted: str = "interrupted", **kwargs):
+    "Run a console script's job with logging; exit with status 2 and the package's message on bad input, 130 on Ctrl-C."
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try: return job(*args, **kwargs)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError) as error:
+        logger.error("%s", error)
+        sys.exit(2)
+    except MemoryError as error:
+        logger.error("out of memory (%s): use fewer images or a smaller batch size", error)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        logger.error("%s", interrupted)
+        sys.exit(130)
+
 # %% ../nbs/09_cli.ipynb #dcd97d6d
 @call_parse
 def fusion_train(
@@ -186,35 +200,28 @@ def fusion_train(
     quiet: store_true = False,  # hide progress bars
 ):
     "Train the fusion autoencoder, evaluate it on a held-out split, and write a run folder. Presets: quick = 5000 images, 12 epochs, batch 64, lr 0.002; paper = 18900 images, 200 epochs, batch 64, lr 0.001."
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    if resume and not out: logger.error("--resume needs --out, the run folder to continue"); sys.exit(2)
-    out = Path(out or f"runs/train-{datetime.now():%Y%m%d-%H%M%S}")
     given = dict(n_images=n_images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, npz=npz,
                  label2type=label2type, valid_fraction=valid_fraction, loss=loss, fp32=fp32 or None)
-    try:
-        s = _resolve_settings(preset, resume, out, given)
+    folder = Path(out or f"runs/train-{datetime.now():%Y%m%d-%H%M%S}")
+
+    def job():
+        if resume and not out: raise ValueError("--resume needs --out, the run folder to continue")
+        s = _resolve_settings(preset, resume, folder, given)
         config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"],
                              device=s["device"], force_fp32=bool(s["fp32"]), loss=s["loss"])
         if s["n_images"] < 2: raise ValueError(f"--n_images must be at least 2, got {s['n_images']}")
-        logger.info("run folder %s (%s)", out, "resuming" if resume else f"preset {preset}")
+        logger.info("run folder %s (%s)", folder, "resuming" if resume else f"preset {preset}")
         from tqdm.contrib.logging import logging_redirect_tqdm
         with logging_redirect_tqdm():
-            metrics = train_run(out, s["n_images"], config, s["npz"], s["label2type"], s["valid_fraction"],
-                                overwrite, resume, progress=not quiet, preset=preset)
-    except (ValueError, TypeError, KeyError, OSError, FloatingPointError) as error:
-        logger.error("%s", error)
-        sys.exit(2)
-    except MemoryError as error:
-        logger.error("out of memory (%s): use fewer images (--n_images) or a smaller --batch_size", error)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        logger.error("interrupted; continue with: fusion-train --resume --out %s", out)
-        sys.exit(130)
+            return train_run(folder, s["n_images"], config, s["npz"], s["label2type"], s["valid_fraction"],
+                             overwrite, resume, progress=not quiet, preset=preset)
+
+    metrics = _run_script(job, interrupted=f"interrupted; continue with: fusion-train --resume --out {folder}")
     if metrics is None: return  # a torchrun process other than rank 0
     logger.info("held-out MSE per pixel %.5f (summed per image %.1f), probe accuracy %.3f, score %.5f (per pixel)",
                 metrics["mse_per_pixel"], metrics["mse_sum_per_image"], metrics["probe_accuracy"], metrics["score_per_pixel"])
     logger.info("wall time %.0f s", metrics["wall_seconds"])
-    print(out.resolve())
+    print(folder.resolve())
 
 # %% ../nbs/09_cli.ipynb #0c023475
 import numpy as np
@@ -335,20 +342,6 @@ def sample_run(run_dir: str | Path,  # folder written by fusion-train
     return results
 
 # %% ../nbs/09_cli.ipynb #ef542f40
-def _run_script(job, *args, **kwargs):
-    "Run a console script's job with logging; exit with status 2 on bad input, 130 on Ctrl-C."
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try: return job(*args, **kwargs)
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as error:
-        logger.error("%s", error)
-        sys.exit(2)
-    except MemoryError as error:
-        logger.error("out of memory (%s)", error)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        logger.error("interrupted")
-        sys.exit(130)
-
 @call_parse
 def fusion_evaluate(
     run_dir: str,  # run folder written by fusion-train

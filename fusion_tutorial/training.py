@@ -108,8 +108,8 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     except BaseException as error:
         if temporary: Path(temporary).unlink(missing_ok=True)
         if not isinstance(error, OSError): raise
-        kept = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
-        raise OSError(f"cannot write checkpoint {path}: {error.strerror or error}; {kept}. Free disk space or "
+        previous = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
+        raise OSError(f"cannot write checkpoint {path}: {error.strerror or error}; {previous}. Free disk space or "
                       "choose another folder, then resume") from error
     return path
 
@@ -298,7 +298,7 @@ def fit(model: FusionAutoencoder,
             order = epoch_order(len(train_data), epoch, config.seed, rank, world_size)[:steps_per_epoch * config.batch_size]
             batches = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False,
                            disable=not progress or rank != 0)
-            completed, in_step = first_step, False  # steps finished in this epoch; whether one is under way
+            completed, in_step = first_step, False  # steps finished in this epoch, and whether a step is under way
             try:
                 for step in batches:
                     in_step = True
